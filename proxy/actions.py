@@ -1,0 +1,98 @@
+"""What the sans-I/O protocol cores ask the Twisted glue to do.
+
+A front session (IMAP, POP3, SMTP: the side the legacy client talks to) and an upstream login
+(the side that signs in to Office 365) both take bytes and return a list of these actions; they
+never touch a socket, a clock or a thread. `proxy.front` and `proxy.upstream` carry them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+from .errors import ProxyError
+
+
+@dataclass(frozen=True)
+class Send:
+    """Write these bytes to the peer of the core that returned it."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the connection once everything sent so far is flushed."""
+
+
+@dataclass(frozen=True)
+class StartTLS:
+    """Start TLS on this connection now (the STARTTLS answer has been sent or received)."""
+
+
+@dataclass(frozen=True)
+class Login:
+    """The client gave a user name and a password: check them and sign in upstream.
+
+    The front session produces nothing more until it is told the outcome through
+    `login_succeeded` or `login_failed`; the glue stops reading from the client meanwhile.
+    """
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Relay:
+    """From now on relay bytes both ways untouched.
+
+    Always the last action; whatever the core still buffers (`take_unparsed`) goes upstream first.
+    """
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """The upstream accepted XOAUTH2. `capabilities` are what the client should be offered
+    (IMAP CAPABILITY atoms, SMTP EHLO keywords, POP3 CAPA lines), as the upstream stated them."""
+
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoginRefused:
+    """The upstream refused the login or answered something unusable."""
+
+    error: ProxyError
+
+
+FrontAction = Union[Send, Close, StartTLS, Login, Relay]
+UpstreamAction = Union[Send, Close, StartTLS, LoggedIn, LoginRefused]
+
+
+class FrontSession(Protocol):
+    """A protocol's pre-login conversation with the legacy client."""
+
+    def start(self) -> list[FrontAction]:
+        """The greeting."""
+
+    def receive_data(self, data: bytes) -> list[FrontAction]:
+        """Bytes from the client."""
+
+    def login_succeeded(self, upstream: LoggedIn) -> list[FrontAction]:
+        """The upstream login worked: answer the client; ends with `Relay`."""
+
+    def login_failed(self, error: ProxyError) -> list[FrontAction]:
+        """Tell the client, with the answer its protocol uses for `error.kind`."""
+
+    def take_unparsed(self) -> bytes:
+        """Bytes received but not consumed (pipelined commands); the relay sends them on."""
+
+
+class UpstreamLogin(Protocol):
+    """A protocol's XOAUTH2 sign-in to the upstream server, from the greeting on."""
+
+    def receive_data(self, data: bytes) -> list[UpstreamAction]:
+        """Bytes from the upstream server."""
+
+    def take_unparsed(self) -> bytes:
+        """Bytes that came after the login exchange; they belong to the client."""

@@ -1,0 +1,85 @@
+"""The error tree. A class's docstring is the text the user sees unless a message is given.
+
+Every failure that can end a login belongs to one of two kinds, because devices act on the
+difference: a *credentials* failure makes many clients forget the saved password, so it is
+reserved for a wrong local password (and a refresh token Entra ID refused for good); everything
+else is *temporary* and is answered as "try again later".
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class FailureKind(Enum):
+    CREDENTIALS = "credentials"
+    TEMPORARY = "temporary"
+
+
+class ProxyError(Exception):
+    """Something went wrong."""
+
+    kind = FailureKind.TEMPORARY
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(ProxyError):
+    """The configuration file is not valid."""
+
+
+# -- credentials: the device's password is wrong, or the account must be authorised again --
+
+
+class WrongPassword(ProxyError):
+    """Wrong user name or password."""
+
+    kind = FailureKind.CREDENTIALS
+
+
+class NeedsReauthorisation(ProxyError):
+    """Microsoft refused the stored sign-in for good; the account must be authorised again."""
+
+    kind = FailureKind.CREDENTIALS
+
+    def __init__(self, username: str, detail: str = "") -> None:
+        text = f"Stored sign-in for {username} is no longer valid"
+        if detail:
+            text += f" ({detail})"
+        super().__init__(f"{text}; run: xoauth2-proxy account add {username}")
+
+
+# -- temporary: the password was right, something else is in the way --
+
+
+class TemporaryFailure(ProxyError):
+    """Temporary failure, please try again later."""
+
+
+class TokenEndpointUnavailable(TemporaryFailure):
+    """Microsoft's sign-in service could not be reached; try again later."""
+
+
+class TokenRequestRefused(TemporaryFailure):
+    """Microsoft's sign-in service refused the request; the administrator must check the account."""
+
+
+class UpstreamUnavailable(TemporaryFailure):
+    """The mail server could not be reached; try again later."""
+
+
+class UpstreamRejected(TemporaryFailure):
+    """The mail server refused the access token; the administrator should run: xoauth2-proxy account check."""
+
+
+class Throttled(TemporaryFailure):
+    """Too many requests; try again later."""
+
+
+class AccountNotReady(TemporaryFailure):
+    """This account has no stored credentials yet; run: xoauth2-proxy account add."""
