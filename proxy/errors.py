@@ -83,3 +83,46 @@ class Throttled(TemporaryFailure):
 
 class AccountNotReady(TemporaryFailure):
     """This account has no stored credentials yet; run: xoauth2-proxy account add."""
+
+
+# -- the credential store (proxy/store.py) --
+
+
+class StoreFileInvalid(ProxyError):
+    """An account file in the credential store cannot be used."""
+
+    def __init__(self, path: object, problem: str, advice: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}. {advice}")
+
+
+class StaleKey(WrongPassword):
+    """The account's local password was changed since this key was derived."""
+
+
+# -- OAuth2 (proxy.oauth): throttling with a delay, and interactive sign-in outcomes --
+
+
+class TokenEndpointThrottled(Throttled):
+    """Microsoft's sign-in service asked for fewer requests; try again later."""
+
+    def __init__(self, retry_after: float | None = None, message: str | None = None) -> None:
+        super().__init__(message)
+        # Seconds Microsoft asked us to wait (its Retry-After header), or None when it named none.
+        self.retry_after = retry_after
+
+
+class SlowDown(TemporaryFailure):
+    """Device code polled too often; wait 5 seconds longer between polls (RFC 8628)."""
+
+
+class AuthorisationFailed(ProxyError):
+    """Signing in to Microsoft did not complete; run xoauth2-proxy account add again."""
+
+
+class AuthorisationDeclined(AuthorisationFailed):
+    """The sign-in was declined at Microsoft; run xoauth2-proxy account add again to retry."""
+
+
+class AuthorisationExpired(AuthorisationFailed):
+    """The sign-in was not completed in time; run xoauth2-proxy account add again."""
