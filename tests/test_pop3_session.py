@@ -1,0 +1,589 @@
+"""The POP3 front session: bytes from the client in, actions out."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.actions import Close, LoggedIn, Login, Relay, Send, StartTLS
+from proxy.errors import ProxyError, TokenEndpointUnavailable, WrongPassword
+from proxy.pop3 import Pop3Session
+
+
+def b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def merged(actions: Sequence[object]) -> list[object]:
+    """Adjacent Sends joined, so the result does not depend on how the input was split."""
+    result: list[object] = []
+    for action in actions:
+        if isinstance(action, Send) and result and isinstance(result[-1], Send):
+            result[-1] = Send(result[-1].data + action.data)
+        else:
+            result.append(action)
+    return result
+
+
+Outcome = LoggedIn | ProxyError
+
+
+def converse(
+    chunks: Sequence[bytes], outcomes: Sequence[Outcome] = (), **options: Any
+) -> tuple[list[object], bytes]:
+    """Feed `chunks` after the greeting; answer each Login with the next outcome at once.
+
+    Returns the merged actions after the greeting and what is left for the relay.
+    """
+    session = Pop3Session(**options)
+    session.start()
+    pending = list(outcomes)
+    actions: list[object] = []
+
+    def record(new: list[Any]) -> None:
+        actions.extend(new)
+        while new and isinstance(new[-1], Login) and pending:
+            outcome = pending.pop(0)
+            if isinstance(outcome, LoggedIn):
+                new = session.login_succeeded(outcome)
+            else:
+                new = session.login_failed(outcome)
+            actions.extend(new)
+
+    for chunk in chunks:
+        record(session.receive_data(chunk))
+    return merged(actions), session.take_unparsed()
+
+
+def err(text: str) -> Send:
+    return Send(b"-ERR " + text.encode() + b"\r\n")
+
+
+def ok(text: str) -> Send:
+    return Send(b"+OK " + text.encode() + b"\r\n")
+
+
+PROMPT_USERNAME = Send(b"+ VXNlcm5hbWU6\r\n")
+PROMPT_PASSWORD = Send(b"+ UGFzc3dvcmQ6\r\n")
+WRONG = WrongPassword()
+UNREACHABLE = TokenEndpointUnavailable()
+CAPA_ANSWER = Send(
+    b"+OK Capability list follows\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+    b"PIPELINING\r\nTOP\r\nUIDL\r\nIMPLEMENTATION xoauth2-proxy\r\n.\r\n"
+)
+MECHANISM_LIST = Send(b"+OK Supported mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n")
+
+# (input, outcomes for successive Logins, expected merged actions, expected unparsed)
+CONVERSATIONS = [
+    pytest.param(
+        b"USER alice\r\nPASS s3cret\r\n",
+        [],
+        [ok("Send PASS."), Login("alice", "s3cret")],
+        b"",
+        id="user-pass",
+    ),
+    pytest.param(
+        b"user alice\r\npAsS s3cret\r\n",
+        [],
+        [ok("Send PASS."), Login("alice", "s3cret")],
+        b"",
+        id="commands-case-insensitive",
+    ),
+    pytest.param(
+        b"USER alice\nPASS s3cret\n",
+        [],
+        [ok("Send PASS."), Login("alice", "s3cret")],
+        b"",
+        id="bare-lf",
+    ),
+    pytest.param(
+        b"USER alice\r\nPASS my pass \r\n",
+        [],
+        [ok("Send PASS."), Login("alice", "my pass ")],
+        b"",
+        id="pass-keeps-spaces",
+    ),
+    pytest.param(
+        b"USER alice\r\nCAPA\r\n",
+        [],
+        [ok("Send PASS."), CAPA_ANSWER],
+        b"",
+        id="user-alone-no-login",
+    ),
+    pytest.param(b"PASS s3cret\r\n", [], [err("Send USER first.")], b"", id="pass-without-user"),
+    pytest.param(b"USER\r\n", [], [err("USER needs a user name.")], b"", id="user-without-name"),
+    pytest.param(
+        b"USER alice\r\nPASS\r\n",
+        [],
+        [ok("Send PASS."), err("User name and password must not be empty.")],
+        b"",
+        id="pass-empty",
+    ),
+    pytest.param(b"AUTH\r\n", [], [MECHANISM_LIST], b"", id="auth-lists-mechanisms"),
+    pytest.param(
+        b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n",
+        [],
+        [Login("alice", "s3cret")],
+        b"",
+        id="auth-plain-initial-response",
+    ),
+    pytest.param(
+        b"AUTH PLAIN\r\n" + b64(b"\0alice\0s3cret") + b"\r\n",
+        [],
+        [Send(b"+ \r\n"), Login("alice", "s3cret")],
+        b"",
+        id="auth-plain-two-step",
+    ),
+    pytest.param(
+        b"auth plain " + b64(b"alice\0alice\0pw") + b"\r\n",
+        [],
+        [Login("alice", "pw")],
+        b"",
+        id="auth-plain-authzid-same-user",
+    ),
+    pytest.param(
+        b"AUTH PLAIN " + b64(b"bob\0alice\0pw") + b"\r\n",
+        [],
+        [err("Authorisation identity must be empty or equal the user name.")],
+        b"",
+        id="auth-plain-other-authzid",
+    ),
+    pytest.param(
+        b"AUTH PLAIN =\r\n",
+        [],
+        [err("Invalid PLAIN response.")],
+        b"",
+        id="auth-plain-empty-initial-response",
+    ),
+    pytest.param(
+        b"AUTH PLAIN " + b64(b"\0alice\0") + b"\r\n",
+        [],
+        [err("User name and password must not be empty.")],
+        b"",
+        id="auth-plain-no-password",
+    ),
+    pytest.param(
+        b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n" + b64(b"s3cret") + b"\r\n",
+        [],
+        [PROMPT_USERNAME, PROMPT_PASSWORD, Login("alice", "s3cret")],
+        b"",
+        id="auth-login",
+    ),
+    pytest.param(
+        b"AUTH LOGIN " + b64(b"alice") + b"\r\n" + b64(b"s3cret") + b"\r\n",
+        [],
+        [PROMPT_PASSWORD, Login("alice", "s3cret")],
+        b"",
+        id="auth-login-initial-user",
+    ),
+    pytest.param(
+        b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n",
+        [],
+        [PROMPT_USERNAME, PROMPT_PASSWORD],
+        b"",
+        id="auth-login-no-login-before-password",
+    ),
+    pytest.param(
+        b"AUTH LOGIN\r\n\r\n",
+        [],
+        [PROMPT_USERNAME, err("Empty user name.")],
+        b"",
+        id="auth-login-empty-user",
+    ),
+    pytest.param(
+        b"AUTH PLAIN\r\n*\r\nCAPA\r\n",
+        [],
+        [Send(b"+ \r\n"), err("Authentication cancelled."), CAPA_ANSWER],
+        b"",
+        id="cancel-plain-then-usable",
+    ),
+    pytest.param(
+        b"AUTH LOGIN\r\n*\r\n",
+        [],
+        [PROMPT_USERNAME, err("Authentication cancelled.")],
+        b"",
+        id="cancel-login-user",
+    ),
+    pytest.param(
+        b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n*\r\nUSER bob\r\nPASS x\r\n",
+        [],
+        [
+            PROMPT_USERNAME,
+            PROMPT_PASSWORD,
+            err("Authentication cancelled."),
+            ok("Send PASS."),
+            Login("bob", "x"),
+        ],
+        b"",
+        id="cancel-login-password-then-usable",
+    ),
+    pytest.param(
+        b"AUTH PLAIN\r\n!!notbase64!!\r\nUSER a\r\nPASS b\r\n",
+        [],
+        [Send(b"+ \r\n"), err("Invalid base64 data."), ok("Send PASS."), Login("a", "b")],
+        b"",
+        id="bad-base64-then-usable",
+    ),
+    pytest.param(
+        b"AUTH PLAIN @@@\r\n",
+        [],
+        [err("Invalid base64 data.")],
+        b"",
+        id="bad-base64-initial-response",
+    ),
+    pytest.param(
+        b"AUTH LOGIN\r\n%%%\r\n",
+        [],
+        [PROMPT_USERNAME, err("Invalid base64 data.")],
+        b"",
+        id="bad-base64-login",
+    ),
+    pytest.param(
+        b"AUTH XOAUTH2 " + b64(b"user=a\1auth=Bearer x\1\1") + b"\r\n",
+        [],
+        [err("Unsupported authentication mechanism; use PLAIN or LOGIN.")],
+        b"",
+        id="xoauth2-not-offered",
+    ),
+    pytest.param(
+        b"AUTH CRAM-MD5\r\n",
+        [],
+        [err("Unsupported authentication mechanism; use PLAIN or LOGIN.")],
+        b"",
+        id="unknown-mechanism",
+    ),
+    pytest.param(
+        b"AUTH PLAIN a b\r\n",
+        [],
+        [err("Syntax error: AUTH mechanism [initial-response].")],
+        b"",
+        id="auth-too-many-arguments",
+    ),
+    pytest.param(
+        b"APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n",
+        [],
+        [err("APOP is not supported; use USER/PASS.")],
+        b"",
+        id="apop-refused",
+    ),
+    pytest.param(
+        b"QUIT\r\nUSER a\r\nPASS b\r\n",
+        [],
+        [ok("xoauth2-proxy signing off."), Close()],
+        b"",
+        id="quit-closes-and-ignores-the-rest",
+    ),
+    pytest.param(
+        b"NOOP\r\nSTAT\r\nretr 1\r\n",
+        [],
+        [err("Not logged in: send USER and PASS (or AUTH) first.")] * 3,
+        b"",
+        id="transaction-commands-before-login",
+    ),
+    pytest.param(
+        b"FROB\r\n\r\n",
+        [],
+        [err("Unknown command."), err("Unknown command.")],
+        b"",
+        id="unknown-and-empty",
+    ),
+    pytest.param(b"STLS\r\n", [], [err("STLS is not available.")], b"", id="stls-not-offered"),
+    pytest.param(
+        b"X" * 9000 + b"\r\nUSER a\r\nPASS b\r\n",
+        [],
+        [err("Line too long."), ok("Send PASS."), Login("a", "b")],
+        b"",
+        id="overlong-line-then-usable",
+    ),
+    pytest.param(
+        b"AUTH PLAIN\r\n" + b"A" * 9000 + b"\r\nUSER a\r\n",
+        [],
+        [Send(b"+ \r\n"), err("Line too long."), ok("Send PASS.")],
+        b"",
+        id="overlong-sasl-line-ends-exchange",
+    ),
+    pytest.param(
+        b"USER a\r\nPASS b\r\nSTAT\r\n",
+        [LoggedIn()],
+        [ok("Send PASS."), Login("a", "b"), ok("Logged in."), Relay()],
+        b"STAT\r\n",
+        id="pipelined-commands-kept-for-relay",
+    ),
+    pytest.param(
+        b"USER a\r\nPASS b\r\nLIST\r\nRETR 1\r\n",
+        [LoggedIn()],
+        [ok("Send PASS."), Login("a", "b"), ok("Logged in."), Relay()],
+        b"LIST\r\nRETR 1\r\n",
+        id="more-pipelined-commands-kept",
+    ),
+    pytest.param(
+        b"USER a\r\nPASS b\r\n",
+        [WRONG],
+        [ok("Send PASS."), Login("a", "b"), err("[AUTH] Wrong user name or password.")],
+        b"",
+        id="wrong-password-answer",
+    ),
+    pytest.param(
+        b"USER a\r\nPASS b\r\n",
+        [UNREACHABLE],
+        [
+            ok("Send PASS."),
+            Login("a", "b"),
+            err("[SYS/TEMP] Microsoft's sign-in service could not be reached; try again later."),
+        ],
+        b"",
+        id="temporary-failure-answer",
+    ),
+    pytest.param(
+        b"USER a\r\nPASS b\r\nPASS c\r\nUSER a\r\nPASS d\r\nSTAT\r\n",
+        [WRONG, LoggedIn()],
+        [
+            ok("Send PASS."),
+            Login("a", "b"),
+            err("[AUTH] Wrong user name or password."),
+            err("Send USER first."),
+            ok("Send PASS."),
+            Login("a", "d"),
+            ok("Logged in."),
+            Relay(),
+        ],
+        b"STAT\r\n",
+        id="retry-after-failure-uses-buffered-commands",
+    ),
+    pytest.param(
+        b"USER a\r\nPASS 1\r\nUSER a\r\nPASS 2\r\nUSER a\r\nPASS 3\r\nCAPA\r\n",
+        [WRONG, UNREACHABLE, WRONG],
+        [
+            ok("Send PASS."),
+            Login("a", "1"),
+            err("[AUTH] Wrong user name or password."),
+            ok("Send PASS."),
+            Login("a", "2"),
+            err("[SYS/TEMP] Microsoft's sign-in service could not be reached; try again later."),
+            ok("Send PASS."),
+            Login("a", "3"),
+            err("[AUTH] Wrong user name or password."),
+            Close(),
+        ],
+        b"",
+        id="third-login-failure-closes",
+    ),
+    pytest.param(
+        b"FROB\r\n" * 25,
+        [],
+        [err("Unknown command.")] * 19 + [err("Too many errors; closing connection."), Close()],
+        b"",
+        id="error-cap-closes",
+    ),
+]
+
+
+@pytest.mark.parametrize("data, outcomes, expected, unparsed", CONVERSATIONS)
+def test_conversation(
+    data: bytes, outcomes: list[Outcome], expected: list[object], unparsed: bytes
+) -> None:
+    """Each client input gives exactly these answers, Logins and leftover bytes."""
+    assert converse([data], outcomes) == (merged(expected), unparsed)
+
+
+@pytest.mark.parametrize("data, outcomes, expected, unparsed", CONVERSATIONS)
+def test_conversation_byte_by_byte(
+    data: bytes, outcomes: list[Outcome], expected: list[object], unparsed: bytes
+) -> None:
+    """Feeding one byte at a time gives the same actions as one chunk."""
+    whole = converse([data], outcomes)
+    single = converse([data[i : i + 1] for i in range(len(data))], outcomes)
+    assert single == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=st.sampled_from(CONVERSATIONS), cuts=st.lists(st.integers(min_value=0), max_size=8))
+def test_conversation_random_splits(case: Any, cuts: list[int]) -> None:
+    """Any split of the input gives the same actions as one chunk."""
+    data, outcomes, _, _ = case.values
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    assert converse(chunks, outcomes) == converse([data], outcomes)
+
+
+def test_greeting() -> None:
+    """The greeting is a plain +OK without an APOP timestamp."""
+    assert Pop3Session().start() == [Send(b"+OK xoauth2-proxy POP3 ready\r\n")]
+
+
+def capa_lines(**options: Any) -> list[bytes]:
+    actions, _ = converse([b"CAPA\r\n"], **options)
+    assert len(actions) == 1 and isinstance(actions[0], Send)
+    assert actions[0].data.endswith(b"\r\n.\r\n")
+    return actions[0].data.split(b"\r\n")[:-1]
+
+
+def test_capa_lists_what_the_proxy_accepts() -> None:
+    """CAPA offers USER, SASL PLAIN LOGIN, the response codes and pipelining, never XOAUTH2."""
+    lines = capa_lines()
+    assert lines[0].startswith(b"+OK")
+    assert lines[-1] == b"."
+    for capability in (
+        b"USER",
+        b"SASL PLAIN LOGIN",
+        b"RESP-CODES",
+        b"AUTH-RESP-CODE",
+        b"PIPELINING",
+        b"TOP",
+        b"UIDL",
+        b"IMPLEMENTATION xoauth2-proxy",
+    ):
+        assert capability in lines
+    assert b"STLS" not in lines
+    assert not any(b"XOAUTH2" in line for line in lines)
+
+
+def test_capa_upstream_capabilities_configurable() -> None:
+    """The upstream capabilities advertised before login are an option."""
+    lines = capa_lines(upstream_capabilities=())
+    assert b"TOP" not in lines and b"UIDL" not in lines
+
+
+def test_capa_offers_stls_and_hides_login_until_tls() -> None:
+    """With STLS required, CAPA offers STLS and no login method until TLS is on."""
+    lines = capa_lines(stls=True, login_requires_tls=True)
+    assert b"STLS" in lines and b"USER" not in lines
+    assert not any(line.startswith(b"SASL") for line in lines)
+
+
+def test_stls_starts_tls_and_drops_plaintext_pipelined_bytes() -> None:
+    """STLS answers +OK, asks for TLS and discards what was pipelined in plaintext after it."""
+    session = Pop3Session(stls=True)
+    actions = session.receive_data(b"USER a\r\nSTLS\r\nPASS injected\r\n")
+    assert actions == [ok("Send PASS."), ok("Begin TLS negotiation."), StartTLS()]
+    assert session.take_unparsed() == b""
+    # The user name given before TLS does not carry over.
+    assert session.receive_data(b"PASS b\r\nSTLS\r\n") == [
+        err("Send USER first."),
+        err("TLS is already active."),
+    ]
+    assert b"STLS" not in session.receive_data(b"CAPA\r\n")[0].data  # type: ignore[union-attr]
+
+
+def test_login_requires_tls() -> None:
+    """With login_requires_tls, USER/PASS/AUTH are refused before STLS and accepted after."""
+    session = Pop3Session(stls=True, login_requires_tls=True)
+    refusal = err("Login is only accepted over TLS: send STLS first.")
+    assert session.receive_data(b"USER a\r\nAUTH PLAIN x\r\n") == [refusal, refusal]
+    session.receive_data(b"STLS\r\n")
+    assert session.receive_data(b"USER a\r\nPASS b\r\n") == [ok("Send PASS."), Login("a", "b")]
+
+
+def test_implicit_tls_allows_login() -> None:
+    """An implicit-TLS connection (tls_active) logs in without STLS."""
+    session = Pop3Session(login_requires_tls=True, tls_active=True)
+    assert session.receive_data(b"USER a\r\nPASS b\r\n") == [ok("Send PASS."), Login("a", "b")]
+
+
+def test_nothing_read_while_login_pending() -> None:
+    """After Login the session answers nothing until told the outcome."""
+    session = Pop3Session()
+    assert session.receive_data(b"USER a\r\nPASS b\r\n")[-1] == Login("a", "b")
+    assert session.receive_data(b"CAPA\r\nNOOP\r\n") == []
+    assert session.login_succeeded(LoggedIn()) == [ok("Logged in."), Relay()]
+    assert session.take_unparsed() == b"CAPA\r\nNOOP\r\n"
+
+
+def test_outcome_without_pending_login_is_a_bug() -> None:
+    """Reporting a login outcome when none is pending raises, to catch glue bugs early."""
+    with pytest.raises(RuntimeError):
+        Pop3Session().login_succeeded(LoggedIn())
+    with pytest.raises(RuntimeError):
+        Pop3Session().login_failed(WRONG)
+
+
+def test_failure_message_is_one_line() -> None:
+    """CR and LF in an error message cannot forge extra protocol lines."""
+    session = Pop3Session()
+    session.receive_data(b"USER a\r\nPASS b\r\n")
+    actions = session.login_failed(ProxyError("bad\r\n+OK Logged in.\r\nreally"))
+    assert actions == [err("[SYS/TEMP] bad  +OK Logged in.  really")]
+
+
+def test_long_failure_message_fits_a_pop3_line() -> None:
+    """An answer never exceeds the 512 octets RFC 1939 allows, even with multi-byte text."""
+    for text in ("x" * 2000, "\u00e9" * 2000, "\U0001f600" * 2000):
+        session = Pop3Session()
+        session.receive_data(b"USER a\r\nPASS b\r\n")
+        (answer,) = session.login_failed(ProxyError(text))
+        assert isinstance(answer, Send)
+        assert len(answer.data) <= 512 and answer.data.endswith(b"...\r\n")
+        assert answer.data.startswith(b"-ERR [SYS/TEMP] ")
+        answer.data.decode("utf-8")
+
+
+PASSWORD = "Pa55-w0rd-never-echoed"
+PASSWORD_INPUTS = [
+    b"USER alice\r\nPASS " + PASSWORD.encode() + b"\r\n",
+    b"AUTH PLAIN " + b64(b"\0alice\0" + PASSWORD.encode()) + b"\r\n",
+    b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n" + b64(PASSWORD.encode()) + b"\r\n",
+    b"PASS " + PASSWORD.encode() + b"\r\n" + PASSWORD.encode() + b"\r\n",
+]
+
+
+@pytest.mark.parametrize("data", PASSWORD_INPUTS)
+@pytest.mark.parametrize("outcome", [WRONG, UNREACHABLE, LoggedIn()])
+def test_password_never_in_answers(data: bytes, outcome: Outcome) -> None:
+    """No answer contains the password, in clear or in base64."""
+    actions, _ = converse([data], [outcome])
+    sent = b"".join(a.data for a in actions if isinstance(a, Send))
+    assert PASSWORD.encode() not in sent and b64(PASSWORD.encode()) not in sent
+
+
+VOCABULARY = [
+    b"USER alice\r\nPASS pw\r\n",
+    b"USER alice\r\n",
+    b"PASS pw\r\n",
+    b"AUTH\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH PLAIN " + b64(b"\0a\0b") + b"\r\n",
+    b64(b"\0a\0b") + b"\r\n",
+    b64(b"a") + b"\r\n",
+    b"*\r\n",
+    b"CAPA\r\n",
+    b"QUIT\r\n",
+    b"STLS\r\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"PASS",
+    b" ",
+    b"=",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    # Mostly real commands, so that logins happen; some raw bytes, so that anything can.
+    pieces=st.lists(
+        st.one_of(*[st.sampled_from(VOCABULARY)] * 4, st.binary(max_size=40)), max_size=30
+    ),
+    outcomes=st.lists(st.sampled_from([WRONG, UNREACHABLE, LoggedIn()]), max_size=4),
+    stls=st.booleans(),
+)
+def test_arbitrary_input_is_safe(pieces: list[bytes], outcomes: list[Outcome], stls: bool) -> None:
+    """Arbitrary bytes never raise, every answer is whole CRLF lines, and a Login always carries
+    a user name and a password the client sent (PASS or AUTH)."""
+    data = b"".join(pieces)
+    actions, _ = converse(pieces, outcomes, stls=stls, max_line=64)
+    for action in actions:
+        if isinstance(action, Send):
+            assert action.data.endswith(b"\r\n")
+            assert all(len(line) <= 510 for line in action.data.split(b"\r\n"))
+        if isinstance(action, Login):
+            assert action.username and action.password
+            assert b"PASS" in data.upper() or b"AUTH" in data.upper()
+    if not stls:  # STLS drops what arrived with it, so only without it may splits not matter
+        assert actions == converse([data], outcomes, max_line=64)[0]
+    assert actions.count(Relay()) <= 1 and (Relay() not in actions or actions[-1] == Relay())
