@@ -1,0 +1,184 @@
+"""The Twisted side of a client connection: runs a sans-I/O front session, logs in upstream
+through the gateway when the session asks, then splices the two connections."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable
+
+from twisted.internet import defer, error as net_error
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .actions import Close, FrontAction, FrontSession, LoggedIn, Login, Relay, Send, StartTLS
+from .config import ListenerConfig
+from .errors import ProxyError, TemporaryFailure
+from .gateway import Gateway
+from .relay import RelayStats, Splice
+from .upstream import UpstreamProtocol
+
+log = Logger(namespace="xoauth2-proxy")
+
+# A device that connects and never logs in must not hold a connection slot for ever.
+PRE_LOGIN_TIMEOUT = 120.0
+
+
+class FrontProtocol(Protocol):
+    def __init__(
+        self, session: FrontSession, gateway: Gateway, clock: IReactorTime, label: str
+    ) -> None:
+        self.session = session
+        self.gateway = gateway
+        self.clock = clock
+        self.label = label  # "imap 127.0.0.1:51234", for the log
+        self.username: str | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.splice: Splice | None = None
+        self.closed = False
+        self._started = clock.seconds()
+        self._pending_login: defer.Deferred[tuple[UpstreamProtocol, LoggedIn]] | None = None
+        self._timeout: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        log.info("{label} connected", label=self.label)
+        self._timeout = self.clock.callLater(PRE_LOGIN_TIMEOUT, self._pre_login_timeout)
+        self._perform(self.session.start())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.splice is not None:
+            self.splice.from_client(data)
+        elif not self.closed:
+            self._perform(self.session.receive_data(data))
+
+    def readConnectionLost(self) -> None:
+        if self.splice is not None:
+            self.splice.client_read_closed()
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = net_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.closed = True
+        self._cancel_timeout()
+        if self.splice is not None:
+            self.splice.client_lost()
+        else:
+            log.info("{label} closed before login ({seconds:.1f} s)", label=self.label,
+                     seconds=self.clock.seconds() - self._started)
+
+    # -- carrying out the session's actions --
+
+    def _perform(self, actions: list[FrontAction]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.transport.write(action.data)
+            elif isinstance(action, Close):
+                self.transport.loseConnection()
+                return
+            elif isinstance(action, Login):
+                self._login(action)
+            elif isinstance(action, Relay):
+                self._relay()
+            elif isinstance(action, StartTLS):
+                raise NotImplementedError("local STARTTLS is not offered by any front yet")
+
+    def _login(self, action: Login) -> None:
+        # Read nothing more from the client until the outcome is known; pipelined commands
+        # wait in the kernel and in the session's buffer.
+        self.transport.pauseProducing()
+        self.username = action.username
+        started = self.clock.seconds()
+        d = defer.Deferred.fromCoroutine(self.gateway.login(action.username, action.password))
+        self._pending_login = d
+        d.addCallbacks(self._login_succeeded, self._login_failed, callbackArgs=(started,))
+
+    def _login_succeeded(self, result: tuple[UpstreamProtocol, LoggedIn], started: float) -> None:
+        upstream, logged_in = result
+        self._pending_login = None
+        if self.closed:
+            upstream.transport.loseConnection()  # the client left while we signed in
+            return
+        self.upstream = upstream
+        log.info(
+            "{label} {user} logged in upstream {upstream} ({ms:.0f} ms)",
+            label=self.label, user=self.username, upstream=upstream.target.address,
+            ms=(self.clock.seconds() - started) * 1000,
+        )
+        self._perform(self.session.login_succeeded(logged_in))
+
+    def _login_failed(self, failure: Failure) -> None:
+        self._pending_login = None
+        error = failure.value
+        if not isinstance(error, ProxyError):
+            log.failure("{label} unexpected error during login", failure, label=self.label)
+            error = TemporaryFailure("Internal error in the proxy; see its log")
+        log.info(
+            "{label} {user} login failed ({kind}): {message}",
+            label=self.label, user=self.username, kind=error.kind.value, message=error.message,
+        )
+        if self.closed:
+            return
+        self.transport.resumeProducing()
+        self._perform(self.session.login_failed(error))
+
+    def _relay(self) -> None:
+        assert self.upstream is not None
+        self._cancel_timeout()
+        self.splice = Splice(self.transport, self.upstream.transport, self.clock, self._relay_ended)
+        self.upstream.splice = self.splice
+        self.splice.start(self.session.take_unparsed(), self.upstream.core.take_unparsed())
+        self.transport.resumeProducing()
+
+    def _relay_ended(self, stats: RelayStats) -> None:
+        log.info(
+            "{label} {user} closed: {up} bytes to upstream, {down} bytes to client, {seconds:.1f} s",
+            label=self.label, user=self.username, up=stats.to_upstream, down=stats.to_client,
+            seconds=self.clock.seconds() - self._started,
+        )
+
+    def _pre_login_timeout(self) -> None:
+        self._timeout = None
+        if self.splice is None and self._pending_login is None:
+            log.info("{label} no login within {s:.0f} s, closing", label=self.label, s=PRE_LOGIN_TIMEOUT)
+            self.transport.loseConnection()
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+
+class FrontFactory(Factory):
+    """Builds a front per accepted connection, for peers the listener allows."""
+
+    def __init__(
+        self,
+        listener: ListenerConfig,
+        make_session: Callable[[], FrontSession],
+        gateway: Gateway,
+        clock: IReactorTime,
+    ) -> None:
+        self.listener = listener
+        self.make_session = make_session
+        self.gateway = gateway
+        self.clock = clock
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        host = getattr(addr, "host", None)
+        if host is not None and not _allowed(host, self.listener):
+            log.warn("{protocol} refused connection from {host}: not in allow_from",
+                     protocol=self.listener.protocol, host=host)
+            return None  # Twisted closes the connection before anything is sent
+        label = f"{self.listener.protocol} {host}:{getattr(addr, 'port', '')}"
+        return FrontProtocol(self.make_session(), self.gateway, self.clock, label)
+
+
+def _allowed(host: str, listener: ListenerConfig) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in listener.allow_from)

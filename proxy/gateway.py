@@ -1,0 +1,46 @@
+"""From a checked local password to a signed-in upstream connection, for one listener."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.interfaces import IReactorTime
+
+from .actions import LoggedIn, UpstreamLogin
+from .broker import TokenBroker
+from .errors import UpstreamRejected
+from .upstream import UpstreamProtocol, UpstreamTarget, connect_upstream
+
+MakeUpstreamLogin = Callable[[str, str], UpstreamLogin]  # (mailbox, access token) -> core
+
+
+class Gateway:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        broker: TokenBroker,
+        target: UpstreamTarget,
+        make_login: MakeUpstreamLogin,
+    ) -> None:
+        self.reactor = reactor
+        self.broker = broker
+        self.target = target
+        self.make_login = make_login
+
+    async def login(self, username: str, password: str) -> tuple[UpstreamProtocol, LoggedIn]:
+        """Raises WrongPassword and friends before any upstream connection is made."""
+        grant = await self.broker.grant(username, password)
+        try:
+            return await self._connect(grant.mailbox, grant.access_token)
+        except UpstreamRejected:
+            if grant.fresh:
+                raise
+            # A cached token can be revoked before it expires: one new token, one more try.
+            self.broker.forget_access_token(username)
+            grant = await self.broker.grant(username, password)
+            return await self._connect(grant.mailbox, grant.access_token)
+
+    async def _connect(self, mailbox: str, token: str) -> tuple[UpstreamProtocol, LoggedIn]:
+        return await connect_upstream(
+            self.reactor, self.target, lambda: self.make_login(mailbox, token)
+        )

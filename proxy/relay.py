@@ -1,0 +1,106 @@
+"""Two connections joined after login: bytes both ways untouched, with flow control.
+
+Each transport is registered as the producer of the other, so a client that stops reading stops
+the reads from the upstream (and the reverse) instead of buffering a whole mailbox in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableDescriptor, IReactorTime, ITransport
+
+# Office 365 ends idle IMAP sessions after 30 minutes; the proxy must never be the first to.
+IDLE_TIMEOUT = 31 * 60 + 60
+# After one side stops sending, how long the other may still deliver what it owes.
+DRAIN_TIMEOUT = 60.0
+
+
+@dataclass
+class RelayStats:
+    to_upstream: int = 0
+    to_client: int = 0
+
+
+class Splice:
+    def __init__(
+        self,
+        client: ITransport,
+        upstream: ITransport,
+        clock: IReactorTime,
+        on_end: Callable[[RelayStats], None],
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.clock = clock
+        self.stats = RelayStats()
+        self._on_end: Callable[[RelayStats], None] | None = on_end
+        self._idle_timeout = idle_timeout
+        self._last_activity = clock.seconds()
+        self._timer: IDelayedCall | None = None
+        self._drain_timer: IDelayedCall | None = None
+
+    def start(self, pending_to_upstream: bytes, pending_to_client: bytes) -> None:
+        """Begin relaying; what either side sent ahead of the splice is delivered first."""
+        if pending_to_client:
+            self.from_upstream(pending_to_client)
+        if pending_to_upstream:
+            self.from_client(pending_to_upstream)
+        self.client.registerProducer(self.upstream, True)  # type: ignore[attr-defined]
+        self.upstream.registerProducer(self.client, True)  # type: ignore[attr-defined]
+        self._timer = self.clock.callLater(self._idle_timeout, self._check_idle)
+
+    def from_client(self, data: bytes) -> None:
+        self.stats.to_upstream += len(data)
+        self._last_activity = self.clock.seconds()
+        self.upstream.write(data)
+
+    def from_upstream(self, data: bytes) -> None:
+        self.stats.to_client += len(data)
+        self._last_activity = self.clock.seconds()
+        self.client.write(data)
+
+    def client_read_closed(self) -> None:
+        """The client half-closed: pass it on, and let the upstream finish its answer."""
+        self._half_close(self.upstream)
+
+    def upstream_read_closed(self) -> None:
+        self._half_close(self.client)
+
+    def client_lost(self) -> None:
+        self._end(self.upstream)
+
+    def upstream_lost(self) -> None:
+        self._end(self.client)
+
+    def _half_close(self, other: ITransport) -> None:
+        if IHalfCloseableDescriptor.providedBy(other):
+            other.loseWriteConnection()  # type: ignore[attr-defined]
+        # TLS transports cannot half-close; either way the other side gets a bounded time to
+        # deliver what it still owes.
+        if self._drain_timer is None:
+            self._drain_timer = self.clock.callLater(DRAIN_TIMEOUT, self._close_both)
+
+    def _check_idle(self) -> None:
+        idle_for = self.clock.seconds() - self._last_activity
+        if idle_for >= self._idle_timeout:
+            self._timer = None
+            self._close_both()
+        else:
+            self._timer = self.clock.callLater(self._idle_timeout - idle_for, self._check_idle)
+
+    def _close_both(self) -> None:
+        self.client.loseConnection()
+        self.upstream.loseConnection()
+
+    def _end(self, other: ITransport) -> None:
+        """One side is gone: flush and close the other, report once."""
+        other.loseConnection()
+        for timer in (self._timer, self._drain_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end(self.stats)

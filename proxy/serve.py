@@ -1,0 +1,35 @@
+"""`xoauth2-proxy serve`: start every listener and run until stopped."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from .config import Config
+from .service import make_service
+
+log = Logger(namespace="xoauth2-proxy")
+
+
+def serve(config: Config) -> int:
+    from twisted.internet import reactor
+
+    root = make_service(config, reactor)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            root.startService()
+        except Exception as e:  # a port in use, a bad interface: say so and stop
+            failed.append(e)
+            log.error("could not start: {error}", error=e)
+            reactor.stop()  # type: ignore[attr-defined]
+            return
+        for listener in config.listeners:
+            log.info("{protocol} listening on {listen}, upstream {upstream}",
+                     protocol=listener.protocol, listen=listener.listen, upstream=listener.upstream)
+        log.info("store: {path}; config: {config}", path=config.store_path, config=config.path)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 1 if failed else 0

@@ -1,0 +1,152 @@
+"""Connecting to the upstream server and running a protocol's XOAUTH2 login on it.
+
+The connection is made only once the local password has been checked and a token is in hand.
+`connect_upstream` returns a connected `UpstreamProtocol` whose login succeeded, ready to be
+spliced to the client; every way this can fail becomes a TemporaryFailure with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol as TypingProtocol
+
+from twisted.internet import defer, error as net_error
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from .actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
+from .config import ListenerConfig, endpoint_parts
+from .errors import UpstreamUnavailable
+from .tls import client_tls_options, describe_tls_error
+
+CONNECT_TIMEOUT = 30.0
+LOGIN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """Where a listener's upstream is and how to reach it securely."""
+
+    host: str
+    port: int
+    implicit_tls: bool  # tls:HOST:PORT; tcp:HOST:PORT means plain TCP (SMTP then does STARTTLS)
+    ca: Path | None = None
+
+    @classmethod
+    def from_listener(cls, listener: ListenerConfig) -> UpstreamTarget:
+        kind, args, kwargs = endpoint_parts(listener.upstream)
+        ca = listener.upstream_ca
+        if ca is None and "trustRoots" in kwargs:
+            ca = Path(kwargs["trustRoots"])
+        return cls(args[0], int(args[1]), kind == "tls", ca)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def endpoint(self, reactor: IReactorTime) -> IStreamClientEndpoint:
+        tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=CONNECT_TIMEOUT)
+        if self.implicit_tls:
+            return wrapClientTLS(client_tls_options(self.host, self.ca), tcp)
+        return tcp
+
+
+class UpstreamReader(TypingProtocol):
+    """What takes over the upstream's bytes after login: the relay, or `account check`."""
+
+    def from_upstream(self, data: bytes) -> None: ...
+
+    def upstream_read_closed(self) -> None: ...
+
+    def upstream_lost(self) -> None: ...
+
+
+class UpstreamProtocol(Protocol):
+    """Runs the login core until it succeeds or fails, then hands over to the splice."""
+
+    def __init__(self, core: UpstreamLogin, target: UpstreamTarget) -> None:
+        self.core = core
+        self.target = target
+        self.outcome: defer.Deferred[LoggedIn] = defer.Deferred()
+        self.splice: UpstreamReader | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.splice is not None:
+            self.splice.from_upstream(data)
+            return
+        if self.outcome.called:
+            return
+        for action in self.core.receive_data(data):
+            if isinstance(action, Send):
+                self.transport.write(action.data)
+            elif isinstance(action, StartTLS):
+                self.transport.startTLS(client_tls_options(self.target.host, self.target.ca))
+            elif isinstance(action, LoggedIn):
+                self.outcome.callback(action)
+            elif isinstance(action, LoginRefused):
+                self.outcome.errback(action.error)
+            elif isinstance(action, Close):
+                self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        if self.splice is not None:
+            self.splice.upstream_read_closed()
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = net_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+        if self.splice is not None:
+            self.splice.upstream_lost()
+        if not self.outcome.called:
+            self.outcome.errback(_lost_during_login(self.target, reason))
+
+
+def _lost_during_login(target: UpstreamTarget, reason: Failure) -> UpstreamUnavailable:
+    tls_problem = describe_tls_error(reason.value)
+    if tls_problem:
+        return UpstreamUnavailable(f"Could not connect securely to {target.address}: {tls_problem}")
+    return UpstreamUnavailable(f"The mail server {target.address} closed the connection during login")
+
+
+async def connect_upstream(
+    reactor: IReactorTime,
+    target: UpstreamTarget,
+    make_core: Callable[[], UpstreamLogin],
+) -> tuple[UpstreamProtocol, LoggedIn]:
+    """Connect, sign in, and return the protocol with the login outcome; raises ProxyError."""
+    protocol = UpstreamProtocol(make_core(), target)
+    try:
+        await target.endpoint(reactor).connect(Factory.forProtocol(lambda: protocol))
+    except net_error.ConnectError as e:
+        raise UpstreamUnavailable(
+            f"Could not connect to the mail server {target.address}: {_connect_reason(e)}"
+        ) from None
+    timer = reactor.callLater(LOGIN_TIMEOUT, _give_up, protocol)
+    try:
+        logged_in = await protocol.outcome
+    finally:
+        if timer.active():
+            timer.cancel()
+    return protocol, logged_in
+
+
+def _give_up(protocol: UpstreamProtocol) -> None:
+    if not protocol.outcome.called:
+        protocol.outcome.errback(
+            UpstreamUnavailable(f"The mail server {protocol.target.address} did not answer in time")
+        )
+    protocol.transport.abortConnection()
+
+
+def _connect_reason(e: net_error.ConnectError) -> str:
+    if isinstance(e, net_error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, (net_error.TimeoutError, net_error.TCPTimedOutError)):
+        return "timed out"
+    if isinstance(e, net_error.DNSLookupError):
+        return "the host name could not be resolved"
+    return e.__class__.__name__
+
