@@ -7,13 +7,18 @@ spliced to the client; every way this can fail becomes a TemporaryFailure with a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol as TypingProtocol
 
 from twisted.internet import defer, error as net_error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -26,7 +31,7 @@ CONNECT_TIMEOUT = 30.0
 LOGIN_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UpstreamTarget:
     """Where a listener's upstream is and how to reach it securely."""
 
@@ -47,10 +52,15 @@ class UpstreamTarget:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @functools.cached_property
+    def tls_options(self) -> IOpenSSLClientConnectionCreator:
+        """Built once: loading CA files and making an SSL context per login costs milliseconds."""
+        return client_tls_options(self.host, self.ca)
+
     def endpoint(self, reactor: IReactorTime) -> IStreamClientEndpoint:
         tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=CONNECT_TIMEOUT)
         if self.implicit_tls:
-            return wrapClientTLS(client_tls_options(self.host, self.ca), tcp)
+            return wrapClientTLS(self.tls_options, tcp)
         return tcp
 
 
@@ -83,7 +93,7 @@ class UpstreamProtocol(Protocol):
             if isinstance(action, Send):
                 self.transport.write(action.data)
             elif isinstance(action, StartTLS):
-                self.transport.startTLS(client_tls_options(self.target.host, self.target.ca))
+                self.transport.startTLS(self.target.tls_options)
             elif isinstance(action, LoggedIn):
                 self.outcome.callback(action)
             elif isinstance(action, LoginRefused):
