@@ -1,0 +1,70 @@
+"""The proxy as a real subprocess: `python -m proxy --config FILE ...`, started and stopped by
+the tests, its log kept in a file for assertions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .ports import wait_for_port
+
+
+class ProxyProcess:
+    def __init__(self, workdir: Path, config_text: str) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "config.toml"
+        self.config.write_text(config_text)
+        self.log_path = workdir / "proxy.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run one command (account add, list, ...) to completion."""
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", "--config", str(self.config), *args],
+            input=stdin, capture_output=True, text=True, timeout=timeout, env=self._env(),
+        )
+
+    def start(self, *wait_ports: int) -> None:
+        log = open(self.log_path, "ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--config", str(self.config), "serve"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
+        )
+        log.close()
+        try:
+            for port in wait_ports:
+                wait_for_port(port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("the proxy did not start:\n" + self.log_text()) from None
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("XOAUTH2_PROXY_CONFIG", None)
+        # Run the checkout's package, whatever is installed.
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        return env
