@@ -8,7 +8,7 @@ never touch a socket, a clock or a thread. `proxy.front` and `proxy.upstream` ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 from .errors import ProxyError
 
@@ -65,8 +65,8 @@ class LoginRefused:
     error: ProxyError
 
 
-FrontAction = Union[Send, Close, StartTLS, Login, Relay]
-UpstreamAction = Union[Send, Close, StartTLS, LoggedIn, LoginRefused]
+FrontAction = Send | Close | StartTLS | Login | Relay
+UpstreamAction = Send | Close | StartTLS | LoggedIn | LoginRefused
 
 
 class FrontSession(Protocol):

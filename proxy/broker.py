@@ -14,8 +14,9 @@ import hmac
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from twisted.internet.defer import Deferred, DeferredLock

@@ -4,16 +4,18 @@ configured listener's upstream, with a plain verdict per step."""
 from __future__ import annotations
 
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .broker import TokenBroker
 from .config import AccountConfig, Config, ListenerConfig
 from .errors import ProxyError, UpstreamUnavailable
 from .protocols import Probe, cores_for
+from .service import blocking_runner
 from .store import Store
 from .upstream import UpstreamTarget, connect_upstream
 
@@ -56,7 +58,7 @@ async def _check_listener(
     reader = _ProbeReader(cores.probe)
     upstream.splice = reader
     leftover = upstream.core.take_unparsed()
-    upstream.transport.write(cores.probe.command)
+    upstream.stream.write(cores.probe.command)
     if leftover:
         reader.from_upstream(leftover)
     timer = reactor.callLater(PROBE_TIMEOUT, reader.upstream_lost)
@@ -65,8 +67,8 @@ async def _check_listener(
     finally:
         if timer.active():
             timer.cancel()
-        upstream.transport.write(cores.probe.goodbye)
-        upstream.transport.loseConnection()
+        upstream.stream.write(cores.probe.goodbye)
+        upstream.stream.loseConnection()
     return answer
 
 
@@ -80,12 +82,8 @@ def check_account(
     async def run() -> None:
         pool = ThreadPool(minthreads=0, maxthreads=2, name="xoauth2-proxy-check")
         pool.start()
-
-        def run_blocking(work: Any) -> defer.Deferred[Any]:
-            return threads.deferToThreadPool(reactor, pool, work)
-
         try:
-            broker = TokenBroker(config, store, run_blocking)
+            broker = TokenBroker(config, store, blocking_runner(reactor, pool))
             try:
                 grant = await broker.grant(account.username, password)
             except ProxyError as e:
@@ -113,14 +111,18 @@ def check_account(
             pool.stop()
 
     def finish(_: object) -> None:
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
+
+    def unexpected(failure: Failure) -> None:
+        failures.append(str(failure.value))
+        out.write(f"error: {failure.value}\n")
 
     def start() -> None:
         d = defer.Deferred.fromCoroutine(run())
-        d.addErrback(lambda f: failures.append(str(f.value)) or out.write(f"error: {f.value}\n"))
+        d.addErrback(unexpected)
         d.addBoth(finish)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.run()
     out.write("verdict: " + ("all checks passed\n" if not failures else "FAILED\n"))
     return 0 if not failures else 1

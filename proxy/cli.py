@@ -6,8 +6,9 @@ import argparse
 import getpass
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 import requests
 
@@ -195,7 +196,7 @@ def account_list(config: Config, store: Store, out: TextIO) -> int:
         rows.append((meta.username, meta.flow, meta.mailbox, "not in config", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() + "\n")
     return EXIT_OK
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import platformdirs
 
@@ -349,7 +350,7 @@ class _Reader:
 
 def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
     """Split a Twisted endpoint string into its type, positional and keyword parts."""
-    from twisted.internet.endpoints import _parse  # type: ignore[attr-defined]
+    from twisted.internet.endpoints import _parse
 
     # Twisted's own splitter, so its escaping rules (backslash before a colon) hold here too.
     args, kwargs = _parse(description)

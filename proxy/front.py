@@ -4,11 +4,11 @@ through the gateway when the session asks, then splices the two connections."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
+from collections.abc import Callable
 
-from twisted.internet import defer, error as net_error
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -17,6 +17,7 @@ from .config import ListenerConfig
 from .errors import ProxyError, TemporaryFailure
 from .gateway import Gateway
 from .relay import RelayStats, Splice
+from .transport import StreamProtocol
 from .upstream import UpstreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
@@ -25,7 +26,7 @@ log = Logger(namespace="xoauth2-proxy")
 PRE_LOGIN_TIMEOUT = 120.0
 
 
-class FrontProtocol(Protocol):
+class FrontProtocol(StreamProtocol):
     def __init__(
         self, session: FrontSession, gateway: Gateway, clock: IReactorTime, label: str
     ) -> None:
@@ -56,9 +57,9 @@ class FrontProtocol(Protocol):
         if self.splice is not None:
             self.splice.client_read_closed()
         else:
-            self.transport.loseConnection()
+            self.stream.loseConnection()
 
-    def connectionLost(self, reason: Failure = net_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
         self._cancel_timeout()
         if self.splice is not None:
@@ -72,9 +73,9 @@ class FrontProtocol(Protocol):
     def _perform(self, actions: list[FrontAction]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                self.transport.write(action.data)
+                self.stream.write(action.data)
             elif isinstance(action, Close):
-                self.transport.loseConnection()
+                self.stream.loseConnection()
                 return
             elif isinstance(action, Login):
                 self._login(action)
@@ -86,7 +87,7 @@ class FrontProtocol(Protocol):
     def _login(self, action: Login) -> None:
         # Read nothing more from the client until the outcome is known; pipelined commands
         # wait in the kernel and in the session's buffer.
-        self.transport.pauseProducing()
+        self.stream.pauseProducing()
         self.username = action.username
         started = self.clock.seconds()
         d = defer.Deferred.fromCoroutine(self.gateway.login(action.username, action.password))
@@ -97,7 +98,7 @@ class FrontProtocol(Protocol):
         upstream, logged_in = result
         self._pending_login = None
         if self.closed:
-            upstream.transport.loseConnection()  # the client left while we signed in
+            upstream.stream.loseConnection()  # the client left while we signed in
             return
         self.upstream = upstream
         log.info(
@@ -119,16 +120,16 @@ class FrontProtocol(Protocol):
         )
         if self.closed:
             return
-        self.transport.resumeProducing()
+        self.stream.resumeProducing()
         self._perform(self.session.login_failed(error))
 
     def _relay(self) -> None:
         assert self.upstream is not None
         self._cancel_timeout()
-        self.splice = Splice(self.transport, self.upstream.transport, self.clock, self._relay_ended)
+        self.splice = Splice(self.stream, self.upstream.stream, self.clock, self._relay_ended)
         self.upstream.splice = self.splice
         self.splice.start(self.session.take_unparsed(), self.upstream.core.take_unparsed())
-        self.transport.resumeProducing()
+        self.stream.resumeProducing()
 
     def _relay_ended(self, stats: RelayStats) -> None:
         log.info(
@@ -141,7 +142,7 @@ class FrontProtocol(Protocol):
         self._timeout = None
         if self.splice is None and self._pending_login is None:
             log.info("{label} no login within {s:.0f} s, closing", label=self.label, s=PRE_LOGIN_TIMEOUT)
-            self.transport.loseConnection()
+            self.stream.loseConnection()
 
     def _cancel_timeout(self) -> None:
         if self._timeout is not None and self._timeout.active():
@@ -164,7 +165,7 @@ class FrontFactory(Factory):
         self.gateway = gateway
         self.clock = clock
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
         if host is not None and not _allowed(host, self.listener):
             log.warn("{protocol} refused connection from {host}: not in allow_from",

@@ -6,6 +6,7 @@ Pure: no I/O and no clock; `now` is passed in. repr() of these never shows a tok
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import math
 from collections.abc import Mapping
@@ -111,10 +112,8 @@ def parse_seconds(value: object, default: float, name: str) -> float:
     if value is None:
         return default
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     raise TokenEndpointUnavailable(

@@ -6,10 +6,12 @@ the reads from the upstream (and the reverse) instead of buffering a whole mailb
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableDescriptor, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableDescriptor, IReactorTime
+
+from .transport import StreamTransport
 
 # Office 365 ends idle IMAP sessions after 30 minutes; the proxy must never be the first to.
 IDLE_TIMEOUT = 31 * 60 + 60
@@ -26,8 +28,8 @@ class RelayStats:
 class Splice:
     def __init__(
         self,
-        client: ITransport,
-        upstream: ITransport,
+        client: StreamTransport,
+        upstream: StreamTransport,
         clock: IReactorTime,
         on_end: Callable[[RelayStats], None],
         idle_timeout: float = IDLE_TIMEOUT,
@@ -48,8 +50,8 @@ class Splice:
             self.from_upstream(pending_to_client)
         if pending_to_upstream:
             self.from_client(pending_to_upstream)
-        self.client.registerProducer(self.upstream, True)  # type: ignore[attr-defined]
-        self.upstream.registerProducer(self.client, True)  # type: ignore[attr-defined]
+        self.client.registerProducer(self.upstream, True)
+        self.upstream.registerProducer(self.client, True)
         self._timer = self.clock.callLater(self._idle_timeout, self._check_idle)
 
     def from_client(self, data: bytes) -> None:
@@ -75,9 +77,9 @@ class Splice:
     def upstream_lost(self) -> None:
         self._end(self.client)
 
-    def _half_close(self, other: ITransport) -> None:
+    def _half_close(self, other: StreamTransport) -> None:
         if IHalfCloseableDescriptor.providedBy(other):
-            other.loseWriteConnection()  # type: ignore[attr-defined]
+            other.loseWriteConnection()  # type: ignore[attr-defined]  # checked just above
         # TLS transports cannot half-close; either way the other side gets a bounded time to
         # deliver what it still owes.
         if self._drain_timer is None:
@@ -95,7 +97,7 @@ class Splice:
         self.client.loseConnection()
         self.upstream.loseConnection()
 
-    def _end(self, other: ITransport) -> None:
+    def _end(self, other: StreamTransport) -> None:
         """One side is gone: flush and close the other, report once."""
         other.loseConnection()
         for timer in (self._timer, self._drain_timer):

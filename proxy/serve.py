@@ -22,14 +22,14 @@ def serve(config: Config) -> int:
         except Exception as e:  # a port in use, a bad interface: say so and stop
             failed.append(e)
             log.error("could not start: {error}", error=e)
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
             return
         for listener in config.listeners:
             log.info("{protocol} listening on {listen}, upstream {upstream}",
                      protocol=listener.protocol, listen=listener.listen, upstream=listener.upstream)
         log.info("store: {path}; config: {config}", path=config.store_path, config=config.path)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+    reactor.run()
     return 1 if failed else 0

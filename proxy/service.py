@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application import service, strports
 from twisted.internet import threads
@@ -26,23 +27,31 @@ class ThreadPoolService(service.Service):
         self.pool = pool
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.pool.start()
 
-    def stopService(self) -> None:  # type: ignore[override]
-        super().stopService()
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
         self.pool.stop()
+
+
+RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+def blocking_runner(reactor: Any, pool: ThreadPool) -> RunBlocking:
+    """Runs blocking work (requests, scrypt, file writes) in `pool`, off the reactor thread."""
+
+    def run_blocking(work: Callable[[], Any]) -> Deferred[Any]:
+        return threads.deferToThreadPool(reactor, pool, work)
+
+    return run_blocking
 
 
 def make_service(config: Config, reactor: Any) -> service.MultiService:
     root = service.MultiService()
     pool = ThreadPool(minthreads=0, maxthreads=THREADS, name="xoauth2-proxy")
-    ThreadPoolService(pool).setServiceParent(root)
-
-    def run_blocking(work: Callable[[], Any]) -> Deferred[Any]:
-        return threads.deferToThreadPool(reactor, pool, work)
-
-    broker = TokenBroker(config, Store(config.store_path), run_blocking)
+    ThreadPoolService(pool).setServiceParent(root)  # type: ignore[no-untyped-call]
+    broker = TokenBroker(config, Store(config.store_path), blocking_runner(reactor, pool))
     for listener in config.listeners:
         target = UpstreamTarget.from_listener(listener)
         cores = cores_for(listener, target)
@@ -51,6 +60,6 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
         listening = strports.service(listener.listen, factory, reactor=reactor)
         listening.setName(listener.name)
         # Fail at start when the port is taken, instead of logging it and serving nothing.
-        listening._raiseSynchronously = True  # type: ignore[attr-defined]
+        listening._raiseSynchronously = True
         listening.setServiceParent(root)
     return root

@@ -38,7 +38,8 @@ def _trust_root(ca: Path) -> IOpenSSLTrustRoot:
         certificates += [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in loaded]
     if not certificates:
         raise ConfigError(f"upstream_ca {ca}: no PEM certificates found")
-    return ssl.trustRootFromCertificates(certificates)
+    trust: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(certificates)
+    return trust
 
 
 def describe_tls_error(reason: BaseException) -> str | None:

@@ -8,24 +8,27 @@ spliced to the client; every way this can fail becomes a TemporaryFailure with a
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol as TypingProtocol
+from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer, error as net_error
+from twisted.internet import defer
+from twisted.internet import error as net_error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
 from .actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
 from .config import ListenerConfig, endpoint_parts
 from .errors import UpstreamUnavailable
 from .tls import client_tls_options, describe_tls_error
+from .transport import StreamProtocol
 
 CONNECT_TIMEOUT = 30.0
 LOGIN_TIMEOUT = 30.0
@@ -74,7 +77,7 @@ class UpstreamReader(TypingProtocol):
     def upstream_lost(self) -> None: ...
 
 
-class UpstreamProtocol(Protocol):
+class UpstreamProtocol(StreamProtocol):
     """Runs the login core until it succeeds or fails, then hands over to the splice."""
 
     def __init__(self, core: UpstreamLogin, target: UpstreamTarget) -> None:
@@ -91,23 +94,23 @@ class UpstreamProtocol(Protocol):
             return
         for action in self.core.receive_data(data):
             if isinstance(action, Send):
-                self.transport.write(action.data)
+                self.stream.write(action.data)
             elif isinstance(action, StartTLS):
-                self.transport.startTLS(self.target.tls_options)
+                self.stream.startTLS(self.target.tls_options)
             elif isinstance(action, LoggedIn):
                 self.outcome.callback(action)
             elif isinstance(action, LoginRefused):
                 self.outcome.errback(action.error)
             elif isinstance(action, Close):
-                self.transport.loseConnection()
+                self.stream.loseConnection()
 
     def readConnectionLost(self) -> None:
         if self.splice is not None:
             self.splice.upstream_read_closed()
         else:
-            self.transport.loseConnection()
+            self.stream.loseConnection()
 
-    def connectionLost(self, reason: Failure = net_error.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.splice is not None:
             self.splice.upstream_lost()
         if not self.outcome.called:
@@ -115,7 +118,7 @@ class UpstreamProtocol(Protocol):
 
 
 def _lost_during_login(target: UpstreamTarget, reason: Failure) -> UpstreamUnavailable:
-    tls_problem = describe_tls_error(reason.value)
+    tls_problem = describe_tls_error(reason.value) if reason.value is not None else None
     if tls_problem:
         return UpstreamUnavailable(f"Could not connect securely to {target.address}: {tls_problem}")
     return UpstreamUnavailable(f"The mail server {target.address} closed the connection during login")
@@ -148,7 +151,7 @@ def _give_up(protocol: UpstreamProtocol) -> None:
         protocol.outcome.errback(
             UpstreamUnavailable(f"The mail server {protocol.target.address} did not answer in time")
         )
-    protocol.transport.abortConnection()
+    protocol.stream.abortConnection()
 
 
 def _connect_reason(e: net_error.ConnectError) -> str:

@@ -8,7 +8,6 @@ needs the upstream before that: a wrong password never opens a connection to Off
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from ..actions import Close, FrontAction, LoggedIn, Login, Relay, Send
 from ..errors import FailureKind, ProxyError
@@ -38,9 +37,7 @@ CAPABILITIES = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN"
 HIDDEN_CAPABILITY_PREFIXES = ("AUTH=", "LOGINDISABLED", "SASL-IR", "STARTTLS")
 MAX_BAD_COMMANDS = 20
 ONLY_AFTER_LOGIN = frozenset(
-    "SELECT EXAMINE CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE LIST LSUB STATUS APPEND CHECK "
-    "CLOSE EXPUNGE SEARCH FETCH STORE COPY MOVE UID IDLE ENABLE NAMESPACE GETQUOTA GETQUOTAROOT "
-    "UNSELECT GETACL MYRIGHTS".split()
+    ["SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "GETQUOTA", "GETQUOTAROOT", "UNSELECT", "GETACL", "MYRIGHTS"]
 )
 
 
@@ -76,7 +73,7 @@ class _Done:
     """Relaying or closed: this core takes no more input."""
 
 
-State = Union[_Commands, _SaslPlain, _SaslLoginUser, _SaslLoginPassword, _LoggingIn, _Done]
+State = _Commands | _SaslPlain | _SaslLoginUser | _SaslLoginPassword | _LoggingIn | _Done
 
 
 class ImapSession:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from ..lines import LineBuffer, LineTooLong
 
@@ -24,8 +23,8 @@ class Literal:
     data: bytes
 
 
-Piece = Union[bytes, Literal]
-Argument = Union[bytes, None, tuple["Argument", ...]]
+Piece = bytes | Literal
+Argument = bytes | None | tuple["Argument", ...]
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Rejected:
     fatal: bool = False
 
 
-ReaderEvent = Union[RawCommand, ContinuationNeeded, Rejected]
+ReaderEvent = RawCommand | ContinuationNeeded | Rejected
 
 
 class CommandReader:
