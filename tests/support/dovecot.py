@@ -28,7 +28,7 @@ import pytest
 
 from tests.support.certs import TestCA, make_ca
 from tests.support.jwt import mint_hs256
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import free_port
 from tests.support.smtp_sink import SmtpSink
 
 MAIL_USER = "xoauth2test"
@@ -94,6 +94,14 @@ def session_processes(session_id: int) -> list[int]:
         if fields[0] != "Z" and int(fields[3]) == session_id:
             members.append(int(entry.name))
     return members
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -179,12 +187,18 @@ class Dovecot:
         self.home_root.mkdir(mode=0o700, exist_ok=True)
         os.chown(self.home_root, self._uid, self._gid)
         (self.runtime_dir / "state").mkdir()
-        self.imaps_port, self.imap_port, self.pop3s_port, self.submission_port = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        )
+        # A free port can be taken by a concurrent test run before Dovecot binds it: retry.
+        for _ in range(3):
+            if self._launch(cert, key):
+                self.master_pid = self._read_master_pid()
+                self._wait_for_greeting()
+                return
+        raise RuntimeError(f"Dovecot kept finding its ports taken:\n{self._startup_output()}")
+
+    def _launch(self, cert: Path, key: Path) -> bool:
+        """Start the master on fresh ports; True once all accept, False if one was taken."""
+        ports = [free_port() for _ in range(4)]
+        self.imaps_port, self.imap_port, self.pop3s_port, self.submission_port = ports
         self.config_path.write_text(self._config(cert, key))
         check = subprocess.run(
             ["doveconf", "-c", str(self.config_path), "-n"],
@@ -198,17 +212,27 @@ class Dovecot:
         # which would leave a zombie behind. Its own session lets stop() find every child.
         # Output goes to a file, never a pipe: the daemon keeps inherited descriptors open.
         with open(self.startup_log_path, "ab") as startup_log:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 ["dovecot", "-F", "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=startup_log,
                 stderr=startup_log,
                 start_new_session=True,
             )
-        self.master_pid = self._read_master_pid(timeout=10)
-        for port in (self.imaps_port, self.imap_port, self.pop3s_port, self.submission_port):
-            wait_for_port(port, timeout=15)
-        self._wait_for_greeting()
+        self._process = process
+        deadline = time.monotonic() + 15
+        for port in ports:
+            while not _accepts(port):
+                if process.poll() is not None:
+                    self._process = None
+                    output = self._startup_output()
+                    if any(f"listen(127.0.0.1, {p}) failed: Address" in output for p in ports):
+                        return False
+                    raise RuntimeError(f"dovecot exited with {process.returncode}:\n{output}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"port {port} not listening:\n{self._startup_output()}")
+                time.sleep(0.02)
+        return True
 
     def _wait_for_greeting(self) -> None:
         """Block until imap-login greets, which it does only once the auth process answers."""
@@ -428,23 +452,13 @@ service submission-login {{
 }}
 """
 
-    def _read_master_pid(self, timeout: float) -> int:
-        pid_file = self.base_dir / "master.pid"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return int(pid_file.read_text().strip())
-            except (OSError, ValueError):
-                if self._process is not None and self._process.poll() is not None:
-                    raise RuntimeError(
-                        f"dovecot exited with status {self._process.returncode}:\n"
-                        f"{self._startup_output()}"
-                    ) from None
-                if time.monotonic() >= deadline:
-                    raise RuntimeError(
-                        f"no {pid_file} after {timeout}s:\n{self._startup_output()}"
-                    ) from None
-                time.sleep(0.02)
+    def _read_master_pid(self) -> int:
+        """The pid in base_dir/master.pid, written before the listeners we waited for."""
+        assert self._process is not None
+        try:
+            return int((self.base_dir / "master.pid").read_text().strip())
+        except (OSError, ValueError):
+            return self._process.pid  # the same process: -F does not fork
 
     def _startup_output(self) -> str:
         return self.log_text()[-4000:]
