@@ -1,0 +1,171 @@
+"""The Twisted glue around the sans-I/O cores: pausing, splicing, flow control, timeouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from proxy.actions import LoggedIn
+from proxy.config import ListenerConfig
+from proxy.errors import UpstreamUnavailable, WrongPassword
+from proxy.front import PRE_LOGIN_TIMEOUT, FrontFactory, FrontProtocol
+from proxy.imap.session import ImapSession
+from proxy.imap.upstream import ImapUpstreamLogin
+from proxy.relay import IDLE_TIMEOUT
+from proxy.upstream import UpstreamProtocol, UpstreamTarget
+
+TARGET = UpstreamTarget("upstream.example", 993, True)
+
+
+class ScriptedGateway:
+    """Hands out a login Deferred per attempt, which the test fires."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[str, defer.Deferred[Any]]] = []
+
+    async def login(self, username: str, password: str) -> tuple[UpstreamProtocol, LoggedIn]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.attempts.append((username, d))
+        result: tuple[UpstreamProtocol, LoggedIn] = await d
+        return result
+
+
+def connected_upstream(leftover: bytes = b"") -> tuple[UpstreamProtocol, StringTransport]:
+    core = ImapUpstreamLogin("alice@example.com", "token")
+    core.take_unparsed = lambda: leftover  # type: ignore[method-assign]
+    upstream = UpstreamProtocol(core, TARGET)
+    transport = StringTransport()
+    upstream.makeConnection(transport)
+    upstream.outcome.callback(LoggedIn())  # as connect_upstream leaves it: signed in
+    return upstream, transport
+
+
+def front() -> tuple[FrontProtocol, StringTransport, ScriptedGateway, MemoryReactorClock]:
+    gateway = ScriptedGateway()
+    clock = MemoryReactorClock()
+    protocol = FrontProtocol(ImapSession(), gateway, clock, "imap test")  # type: ignore[arg-type]
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, gateway, clock
+
+
+def test_greeting_is_sent_on_connect() -> None:
+    """The client gets the IMAP greeting as soon as it connects."""
+    _, transport, _, _ = front()
+    assert transport.value().startswith(b"* OK [CAPABILITY ")
+
+
+def test_login_pauses_the_client_until_the_outcome_is_known() -> None:
+    """While the password is checked and the upstream signs in, nothing more is read."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    assert transport.producerState == "paused"
+    assert [name for name, _ in gateway.attempts] == ["alice"]
+
+
+def test_success_splices_with_pipelined_bytes_first_and_flow_control() -> None:
+    """After login the OK goes out, pipelined commands reach the upstream first, both
+    transports produce for each other, and the client is read again."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n")
+    upstream, upstream_transport = connected_upstream(leftover=b"* 1 EXISTS\r\n")
+    transport.clear()
+    gateway.attempts[0][1].callback((upstream, LoggedIn(("IMAP4rev1", "IDLE"))))
+    assert transport.value() == b"a1 OK [CAPABILITY IMAP4rev1 IDLE] LOGIN completed\r\n* 1 EXISTS\r\n"
+    assert upstream_transport.value() == b"a2 SELECT INBOX\r\n"
+    assert transport.producer is upstream_transport
+    assert upstream_transport.producer is transport
+    assert transport.producerState == "producing"
+    protocol.dataReceived(b"a3 NOOP\r\n")
+    upstream.dataReceived(b"a3 OK done\r\n")
+    assert upstream_transport.value().endswith(b"a3 NOOP\r\n")
+    assert transport.value().endswith(b"a3 OK done\r\n")
+
+
+def test_wrong_password_answers_and_resumes_reading() -> None:
+    """A wrong password is answered NO [AUTHENTICATIONFAILED] and the client may try again."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice wrong\r\n")
+    transport.clear()
+    gateway.attempts[0][1].errback(WrongPassword())
+    assert transport.value().startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+    assert transport.producerState == "producing"
+
+
+def test_temporary_failure_is_unavailable_not_a_password_failure() -> None:
+    """An unreachable upstream is answered NO [UNAVAILABLE] with the reason."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    transport.clear()
+    gateway.attempts[0][1].errback(UpstreamUnavailable("The mail server did not answer in time"))
+    assert transport.value() == b"a1 NO [UNAVAILABLE] The mail server did not answer in time\r\n"
+
+
+def test_unexpected_error_is_temporary_and_logged_not_raised() -> None:
+    """A bug in the login path becomes NO [UNAVAILABLE], never a crash or a password failure."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    transport.clear()
+    gateway.attempts[0][1].errback(RuntimeError("boom"))
+    assert transport.value().startswith(b"a1 NO [UNAVAILABLE]")
+    assert b"boom" not in transport.value()
+    import gc
+
+    gc.collect()  # the logged failure must not linger as an unhandled error
+
+
+def test_client_gone_during_login_closes_the_new_upstream() -> None:
+    """If the client disconnects while the upstream signs in, that upstream is closed."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    protocol.connectionLost(Failure(ConnectionDone()))
+    upstream, upstream_transport = connected_upstream()
+    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    assert upstream_transport.disconnecting
+
+
+def test_upstream_closing_closes_the_client() -> None:
+    """When the upstream goes, the client is disconnected after what was sent is flushed."""
+    protocol, transport, gateway, _ = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    upstream, _ = connected_upstream()
+    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    upstream.connectionLost(Failure(ConnectionDone()))
+    assert transport.disconnecting
+
+
+def test_idle_relay_is_closed_only_after_the_idle_timeout() -> None:
+    """A silent relayed session survives 31 minutes (IMAP IDLE) and is closed after the timeout."""
+    protocol, transport, gateway, clock = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    upstream, upstream_transport = connected_upstream()
+    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    clock.advance(31 * 60)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"a2 NOOP\r\n")  # activity postpones the timeout
+    clock.advance(IDLE_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(IDLE_TIMEOUT)
+    assert transport.disconnecting and upstream_transport.disconnecting
+
+
+def test_no_login_within_the_pre_login_timeout_closes() -> None:
+    """A connection that never logs in is closed after the pre-login timeout."""
+    _, transport, _, clock = front()
+    clock.advance(PRE_LOGIN_TIMEOUT - 1)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_peers_outside_allow_from_are_refused_before_the_greeting() -> None:
+    """Only loopback peers get a protocol by default; others are closed before any byte."""
+    listener = ListenerConfig("imap", "tcp:1143:interface=0.0.0.0", "tls:x:993", allow_plaintext=True)
+    factory = FrontFactory(listener, ImapSession, ScriptedGateway(), MemoryReactorClock())  # type: ignore[arg-type]
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000)) is not None
+    assert factory.buildProtocol(IPv4Address("TCP", "192.168.1.20", 5000)) is None
