@@ -24,7 +24,7 @@ CONFIG_ENV = "XOAUTH2_PROXY_CONFIG"
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 PROTOCOLS = ("imap", "pop3", "smtp")
 FLOWS = ("device_code", "auth_code", "client_credentials")
-TLS_MODES = ("none",)
+TLS_MODES = ("none", "starttls", "implicit")
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 OUTLOOK = "https://outlook.office.com/"
 DELEGATED_SCOPES = {
@@ -45,6 +45,7 @@ class ListenerConfig:
     upstream: str
     upstream_ca: Path | None = None
     tls: str = "none"
+    tls_cert: Path | None = None
     tls_minimum: str = "1.2"
     allow_from: tuple[Network, ...] = LOOPBACK_NETWORKS
     allow_plaintext: bool = False
@@ -52,6 +53,11 @@ class ListenerConfig:
     @property
     def name(self) -> str:
         return f"{self.protocol} {self.listen}"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Listens on a loopback address only, so nothing it receives crossed a network."""
+        return _is_loopback_listen(self.listen)
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,10 @@ class _Reader:
         return ConfigError(f"{self.path}: {where}: {message}")
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.check_keys("top level", data, {"store", "listener", "account", "admin"})
+        if "admin" in data:
+            raise self.fail("[admin]", "the admin page is not part of this version of "
+                            "xoauth2-proxy; remove the [admin] table")
+        self.check_keys("top level", data, {"store", "listener", "account"})
         store = self.table(data, "store", "[store]")
         self.check_keys("[store]", store, {"path"})
         store_path = self.optional(store, "path", "[store]", self.as_path) or default_store_path()
@@ -171,7 +180,7 @@ class _Reader:
         self.check_keys(
             where,
             item,
-            {"protocol", "listen", "upstream", "upstream_ca", "tls", "tls_minimum",
+            {"protocol", "listen", "upstream", "upstream_ca", "tls", "tls_cert", "tls_minimum",
              "allow_from", "allow_plaintext"},
         )
         protocol = self.choice(item, "protocol", where, PROTOCOLS)
@@ -185,13 +194,18 @@ class _Reader:
             upstream=upstream,
             upstream_ca=self.optional(item, "upstream_ca", where, self.as_path),
             tls=tls,
+            tls_cert=self.optional(item, "tls_cert", where, self.as_path),
             tls_minimum=self.choice(item, "tls_minimum", where, TLS_VERSIONS, default="1.2"),
             allow_from=allow_from or LOOPBACK_NETWORKS,
             allow_plaintext=self.optional(item, "allow_plaintext", where, self.as_bool) or False,
         )
-        if listener.upstream_ca is not None and not listener.upstream_ca.exists():
-            raise self.fail(where, f"upstream_ca {listener.upstream_ca} does not exist")
-        if tls == "none" and not listener.allow_plaintext and not _is_loopback_listen(listen):
+        for key in ("upstream_ca", "tls_cert"):
+            path = getattr(listener, key)
+            if path is not None and not path.exists():
+                raise self.fail(where, f"{key} {path} does not exist")
+        if listener.tls_cert is not None and tls == "none":
+            raise self.fail(where, 'tls_cert is set but tls = "none"; set tls = "starttls" or "implicit"')
+        if tls == "none" and not listener.allow_plaintext and not listener.loopback_only:
             raise self.fail(
                 where,
                 f"listen = {listen!r} is not a loopback address and tls = \"none\": passwords "
@@ -322,10 +336,13 @@ class _Reader:
         from twisted.internet import reactor
         from twisted.internet.endpoints import serverFromString
 
+        if listen.startswith("ssl:"):
+            raise self.fail(where, f'listen = {listen!r}: use tcp: with tls = "implicit" (and '
+                            "tls_cert, or a generated certificate) for TLS from the first byte")
         listen = _default_interface(listen)
         try:
             serverFromString(reactor, listen)
-        except (ValueError, TypeError, KeyError) as e:
+        except Exception as e:  # each endpoint type raises its own kinds for bad arguments
             raise self.fail(
                 where, f"listen = {listen!r} is not a Twisted server endpoint "
                 f"(expected e.g. \"tcp:1143:interface=127.0.0.1\"): {e}"
@@ -338,7 +355,7 @@ class _Reader:
 
         try:
             clientFromString(reactor, upstream)
-        except (ValueError, TypeError, KeyError) as e:
+        except Exception as e:  # each endpoint type raises its own kinds for bad arguments
             raise self.fail(
                 where, f"upstream = {upstream!r} is not a Twisted client endpoint "
                 f"(expected e.g. \"tls:outlook.office365.com:993\"): {e}"
@@ -360,8 +377,9 @@ def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
 def _default_interface(listen: str) -> str:
     """A tcp listener without interface= would bind every address; bind loopback instead."""
     kind, _, _ = listen.partition(":")
-    if kind in ("tcp", "tcp6", "ssl") and "interface=" not in listen:
-        return listen + ":interface=" + ("::1" if kind == "tcp6" else "127.0.0.1")
+    if kind in ("tcp", "tcp6") and "interface=" not in listen:
+        # Colons in an endpoint string's value are escaped with a backslash.
+        return listen + ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")
     return listen
 
 

@@ -7,7 +7,12 @@ import ipaddress
 from collections.abc import Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IOpenSSLServerConnectionCreator,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,9 +33,15 @@ PRE_LOGIN_TIMEOUT = 120.0
 
 class FrontProtocol(StreamProtocol):
     def __init__(
-        self, session: FrontSession, gateway: Gateway, clock: IReactorTime, label: str
+        self,
+        session: FrontSession,
+        gateway: Gateway,
+        clock: IReactorTime,
+        label: str,
+        server_tls: IOpenSSLServerConnectionCreator | None = None,
     ) -> None:
         self.session = session
+        self.server_tls = server_tls  # for STARTTLS
         self.gateway = gateway
         self.clock = clock
         self.label = label  # "imap 127.0.0.1:51234", for the log
@@ -82,7 +93,8 @@ class FrontProtocol(StreamProtocol):
             elif isinstance(action, Relay):
                 self._relay()
             elif isinstance(action, StartTLS):
-                raise NotImplementedError("local STARTTLS is not offered by any front yet")
+                assert self.server_tls is not None, "STARTTLS offered without a certificate"
+                self.stream.startTLS(self.server_tls)
 
     def _login(self, action: Login) -> None:
         # Read nothing more from the client until the outcome is known; pipelined commands
@@ -156,14 +168,16 @@ class FrontFactory(Factory):
     def __init__(
         self,
         listener: ListenerConfig,
-        make_session: Callable[[], FrontSession],
+        make_session: Callable[..., FrontSession],
         gateway: Gateway,
         clock: IReactorTime,
+        server_tls: IOpenSSLServerConnectionCreator | None = None,
     ) -> None:
         self.listener = listener
         self.make_session = make_session
         self.gateway = gateway
         self.clock = clock
+        self.server_tls = server_tls
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
@@ -172,14 +186,32 @@ class FrontFactory(Factory):
                      protocol=self.listener.protocol, host=host)
             return None  # Twisted closes the connection before anything is sent
         label = f"{self.listener.protocol} {host}:{getattr(addr, 'port', '')}"
-        return FrontProtocol(self.make_session(), self.gateway, self.clock, label)
+        tls = self.listener.tls
+        session = self.make_session(
+            starttls=tls == "starttls",
+            tls_active=tls == "implicit",
+            # Plaintext passwords may not cross a network: on STARTTLS listeners, peers other
+            # than this machine must start TLS before they log in.
+            login_requires_tls=tls == "starttls" and not _is_loopback(host),
+        )
+        return FrontProtocol(session, self.gateway, self.clock, label, self.server_tls)
+
+
+def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address((host or "").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _allowed(host: str, listener: ListenerConfig) -> bool:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in listener.allow_from)
+    address = _address(host)
+    return address is not None and any(address in network for network in listener.allow_from)
+
+
+def _is_loopback(host: str | None) -> bool:
+    address = _address(host)
+    return address is not None and address.is_loopback

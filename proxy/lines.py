@@ -38,7 +38,10 @@ class LineBuffer:
             return None
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
-        return line[:-1] if line.endswith(b"\r") else line
+        line = line[:-1] if line.endswith(b"\r") else line
+        if len(line) > self.max_line:  # a bare LF gets no allowance for the CR it lacks
+            raise LineTooLong()
+        return line
 
     def _skip_to_line_end(self) -> bool:
         end = self._buffer.find(b"\n")

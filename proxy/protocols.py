@@ -37,7 +37,7 @@ class Probe:
 
 @dataclass(frozen=True)
 class ProtocolCores:
-    make_session: Callable[[], FrontSession]
+    make_session: Callable[..., FrontSession]  # keywords: starttls, tls_active, login_requires_tls
     make_login: Callable[[str, str], UpstreamLogin]  # (mailbox, access token)
     probe: Probe
 

@@ -8,12 +8,16 @@ from typing import Any
 from twisted.application import service, strports
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from .broker import TokenBroker
-from .config import Config
-from .front import FrontFactory
+from .config import Config, ListenerConfig
+from .front import FrontFactory, log
 from .gateway import Gateway
+from .localtls import server_certificate, server_tls_options
 from .protocols import cores_for
 from .store import Store
 from .upstream import UpstreamTarget
@@ -56,10 +60,39 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
         target = UpstreamTarget.from_listener(listener)
         cores = cores_for(listener, target)
         gateway = Gateway(reactor, broker, target, cores.make_login)
-        factory = FrontFactory(listener, cores.make_session, gateway, reactor)
+        server_tls = _server_tls(listener, config)
+        factory: IProtocolFactory = FrontFactory(
+            listener, cores.make_session, gateway, reactor,
+            server_tls if listener.tls == "starttls" else None,
+        )
+        if listener.tls == "implicit":
+            assert server_tls is not None
+            factory = TLSMemoryBIOFactory(server_tls, False, factory)
         listening = strports.service(listener.listen, factory, reactor=reactor)
         listening.setName(listener.name)
         # Fail at start when the port is taken, instead of logging it and serving nothing.
         listening._raiseSynchronously = True
         listening.setServiceParent(root)
     return root
+
+
+def _server_tls(listener: ListenerConfig, config: Config) -> CertificateOptions | None:
+    if listener.tls == "none":
+        if not listener.loopback_only:
+            log.warn(
+                "{name}: passwords from devices cross the network in the clear "
+                "(allow_plaintext = true); consider tls = \"starttls\" or \"implicit\"",
+                name=listener.name,
+            )
+        return None
+    certificate = server_certificate(listener, config.store_path)
+    log.info(
+        "{name}: TLS certificate {path} ({origin}), SHA-256 fingerprint {fingerprint}",
+        name=listener.name, path=certificate.pem_path,
+        origin="generated" if certificate.generated else "tls_cert",
+        fingerprint=certificate.fingerprint,
+    )
+    if listener.tls_minimum in ("1.0", "1.1"):
+        log.warn("{name}: accepts TLS {version}, which is obsolete; only for devices that "
+                 "know nothing newer", name=listener.name, version=listener.tls_minimum)
+    return server_tls_options(listener, certificate)

@@ -451,14 +451,14 @@ def test_capa_upstream_capabilities_configurable() -> None:
 
 def test_capa_offers_stls_and_hides_login_until_tls() -> None:
     """With STLS required, CAPA offers STLS and no login method until TLS is on."""
-    lines = capa_lines(stls=True, login_requires_tls=True)
+    lines = capa_lines(starttls=True, login_requires_tls=True)
     assert b"STLS" in lines and b"USER" not in lines
     assert not any(line.startswith(b"SASL") for line in lines)
 
 
 def test_stls_starts_tls_and_drops_plaintext_pipelined_bytes() -> None:
     """STLS answers +OK, asks for TLS and discards what was pipelined in plaintext after it."""
-    session = Pop3Session(stls=True)
+    session = Pop3Session(starttls=True)
     actions = session.receive_data(b"USER a\r\nSTLS\r\nPASS injected\r\n")
     assert actions == [ok("Send PASS."), ok("Begin TLS negotiation."), StartTLS()]
     assert session.take_unparsed() == b""
@@ -472,7 +472,7 @@ def test_stls_starts_tls_and_drops_plaintext_pipelined_bytes() -> None:
 
 def test_login_requires_tls() -> None:
     """With login_requires_tls, USER/PASS/AUTH are refused before STLS and accepted after."""
-    session = Pop3Session(stls=True, login_requires_tls=True)
+    session = Pop3Session(starttls=True, login_requires_tls=True)
     refusal = err("Login is only accepted over TLS: send STLS first.")
     assert session.receive_data(b"USER a\r\nAUTH PLAIN x\r\n") == [refusal, refusal]
     session.receive_data(b"STLS\r\n")
@@ -570,13 +570,13 @@ VOCABULARY = [
         st.one_of(*[st.sampled_from(VOCABULARY)] * 4, st.binary(max_size=40)), max_size=30
     ),
     outcomes=st.lists(st.sampled_from([WRONG, UNREACHABLE, LoggedIn()]), max_size=4),
-    stls=st.booleans(),
+    starttls=st.booleans(),
 )
-def test_arbitrary_input_is_safe(pieces: list[bytes], outcomes: list[Outcome], stls: bool) -> None:
+def test_arbitrary_input_is_safe(pieces: list[bytes], outcomes: list[Outcome], starttls: bool) -> None:
     """Arbitrary bytes never raise, every answer is whole CRLF lines, and a Login always carries
     a user name and a password the client sent (PASS or AUTH)."""
     data = b"".join(pieces)
-    actions, _ = converse(pieces, outcomes, stls=stls, max_line=64)
+    actions, _ = converse(pieces, outcomes, starttls=starttls, max_line=64)
     for action in actions:
         if isinstance(action, Send):
             assert action.data.endswith(b"\r\n")
@@ -584,6 +584,6 @@ def test_arbitrary_input_is_safe(pieces: list[bytes], outcomes: list[Outcome], s
         if isinstance(action, Login):
             assert action.username and action.password
             assert b"PASS" in data.upper() or b"AUTH" in data.upper()
-    if not stls:  # STLS drops what arrived with it, so only without it may splits not matter
+    if not starttls:  # STLS drops what arrived with it, so only without it may splits not matter
         assert actions == converse([data], outcomes, max_line=64)[0]
     assert actions.count(Relay()) <= 1 and (Relay() not in actions or actions[-1] == Relay())

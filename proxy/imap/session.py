@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..actions import Close, FrontAction, LoggedIn, Login, Relay, Send
-from ..errors import FailureKind, ProxyError
+from ..actions import Close, FrontAction, LoggedIn, Login, Relay, Send, StartTLS
+from ..errors import FailureKind, ProxyError, WrongPassword
 from ..lines import LineTooLong
 from ..sasl import (
     LOGIN_PASSWORD_PROMPT,
@@ -32,10 +32,14 @@ from .wire import (
     quote,
 )
 
-CAPABILITIES = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN"
+BASE_CAPABILITIES = "IMAP4rev1 SASL-IR LITERAL+ ID"
+LOGIN_CAPABILITIES = "AUTH=PLAIN AUTH=LOGIN"
 # Upstream capabilities a client must not see: it authenticates with the proxy, not with these.
 HIDDEN_CAPABILITY_PREFIXES = ("AUTH=", "LOGINDISABLED", "SASL-IR", "STARTTLS")
 MAX_BAD_COMMANDS = 20
+# Wrong passwords on one connection before it is closed (POP3 does the same): a guesser must
+# reconnect, which the per-address throttling sees.
+MAX_FAILED_LOGINS = 3
 ONLY_AFTER_LOGIN = frozenset(
     ["SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE", "GETQUOTA", "GETQUOTAROOT", "UNSELECT", "GETACL", "MYRIGHTS"]
 )
@@ -77,13 +81,38 @@ State = _Commands | _SaslPlain | _SaslLoginUser | _SaslLoginPassword | _LoggingI
 
 
 class ImapSession:
-    def __init__(self, *, max_line: int = 8192, max_literal: int = 65536) -> None:
+    def __init__(
+        self,
+        *,
+        max_line: int = 8192,
+        max_literal: int = 65536,
+        starttls: bool = False,
+        tls_active: bool = False,
+        login_requires_tls: bool = False,
+    ) -> None:
+        """`starttls` offers STARTTLS (the glue starts TLS on `StartTLS`); `tls_active` says the
+        connection is TLS already (implicit TLS); `login_requires_tls` refuses logins until
+        TLS is on (RFC 3501 LOGINDISABLED)."""
         self._reader = CommandReader(max_line=max_line, max_literal=max_literal)
         self._state: State = _Commands()
         self._bad_commands = 0
+        self._failed_logins = 0
+        self._starttls = starttls
+        self._tls_active = tls_active
+        self._login_requires_tls = login_requires_tls
 
     def start(self) -> list[FrontAction]:
-        return [_send(f"* OK [CAPABILITY {CAPABILITIES}] xoauth2-proxy ready")]
+        return [_send(f"* OK [CAPABILITY {self._capabilities()}] xoauth2-proxy ready")]
+
+    def _capabilities(self) -> str:
+        words = [BASE_CAPABILITIES]
+        if self._starttls and not self._tls_active:
+            words.append("STARTTLS")
+        words.append("LOGINDISABLED" if self._needs_tls() else LOGIN_CAPABILITIES)
+        return " ".join(words)
+
+    def _needs_tls(self) -> bool:
+        return self._login_requires_tls and not self._tls_active
 
     def receive_data(self, data: bytes) -> list[FrontAction]:
         self._reader.feed(data)
@@ -104,8 +133,19 @@ class ImapSession:
         assert isinstance(self._state, _LoggingIn)
         tag = self._state.tag
         self._state = _Commands()
-        code = "AUTHENTICATIONFAILED" if error.kind is FailureKind.CREDENTIALS else "UNAVAILABLE"
-        return [_send(f"{tag} NO [{code}] {_one_line(error.message)}"), *self._process()]
+        if error.kind is FailureKind.CREDENTIALS:
+            actions = self._wrong_credentials(tag, error.message)
+        else:
+            actions = [_send(f"{tag} NO [UNAVAILABLE] {_one_line(error.message)}")]
+        return actions if isinstance(self._state, _Done) else actions + self._process()
+
+    def _wrong_credentials(self, tag: str, message: str) -> list[FrontAction]:
+        answer = _send(f"{tag} NO [AUTHENTICATIONFAILED] {_one_line(message)}")
+        self._failed_logins += 1
+        if self._failed_logins >= MAX_FAILED_LOGINS:
+            self._state = _Done()
+            return [answer, _send("* BYE Too many failed logins"), Close()]
+        return [answer]
 
     # -- input --
 
@@ -167,7 +207,10 @@ class ImapSession:
     # -- commands valid before login --
 
     def _do_capability(self, command: Command) -> list[FrontAction]:
-        return [_send(f"* CAPABILITY {CAPABILITIES}"), _send(f"{command.tag} OK CAPABILITY completed")]
+        return [
+            _send(f"* CAPABILITY {self._capabilities()}"),
+            _send(f"{command.tag} OK CAPABILITY completed"),
+        ]
 
     def _do_noop(self, command: Command) -> list[FrontAction]:
         return [_send(f"{command.tag} OK NOOP completed")]
@@ -182,15 +225,31 @@ class ImapSession:
         ]
 
     def _do_starttls(self, command: Command) -> list[FrontAction]:
-        return self._bad(command.tag, "STARTTLS is not enabled on this listener")
+        if not self._starttls:
+            return self._bad(command.tag, "STARTTLS is not enabled on this listener")
+        if self._tls_active:
+            return self._bad(command.tag, "TLS is already active")
+        # RFC 3501 6.2.1 / RFC 2595: what the client pipelined after STARTTLS in plaintext
+        # must not be obeyed (command injection).
+        self._reader.take_unparsed()
+        self._tls_active = True
+        return [_send(f"{command.tag} OK Begin TLS negotiation now"), StartTLS()]
+
+    def _privacy_required(self, tag: str) -> list[FrontAction]:
+        # Before any prompt, so no password is sent in the clear; and not a credentials answer.
+        return [_send(f"{tag} NO [PRIVACYREQUIRED] Use STARTTLS before logging in")]
 
     def _do_login(self, command: Command) -> list[FrontAction]:
+        if self._needs_tls():
+            return self._privacy_required(command.tag)
         if len(command.args) != 2 or not all(isinstance(a, bytes) for a in command.args):
             return self._bad(command.tag, "LOGIN takes a user name and a password")
         username, password = (_text(a) for a in command.args)
         return self._login(command.tag, "LOGIN", username, password)
 
     def _do_authenticate(self, command: Command) -> list[FrontAction]:
+        if self._needs_tls():
+            return self._privacy_required(command.tag)
         if not 1 <= len(command.args) <= 2 or not all(isinstance(a, bytes) for a in command.args):
             return self._bad(command.tag, "AUTHENTICATE takes a mechanism and an optional response")
         mechanism = _text(command.args[0]).upper()
@@ -221,7 +280,10 @@ class ImapSession:
                 username, password = parse_plain(response)
                 return self._login(state.tag, "AUTHENTICATE", username, password)
             if isinstance(state, _SaslLoginUser):
-                self._state = _SaslLoginPassword(state.tag, parse_login_field(response))
+                username = parse_login_field(response)
+                if not username:
+                    return self._bad(state.tag, "Empty user name")
+                self._state = _SaslLoginPassword(state.tag, username)
                 return [Send(b"+ " + LOGIN_PASSWORD_PROMPT + b"\r\n")]
             password = parse_login_field(response)
         except SaslError as e:
@@ -231,6 +293,8 @@ class ImapSession:
     def _login(self, tag: str, command: str, username: str, password: str) -> list[FrontAction]:
         if not username:
             return self._bad(tag, "Empty user name")
+        if not password:  # no account has one: answer without spending a key derivation
+            return self._wrong_credentials(tag, WrongPassword().message)
         self._state = _LoggingIn(tag, command)
         return [Login(username, password)]
 

@@ -137,7 +137,7 @@ class ImapUpstreamLogin:
 def _classify_failure(purpose: str, status: str, text: str) -> ProxyError:
     clean = _clean(text)
     if purpose != "authenticate":
-        return UpstreamUnavailable(f"The mail server refused {purpose.upper()}: {clean}")
+        return UpstreamUnavailable(f"The mail server refused CAPABILITY: {clean}")
     if "throttled" in clean.lower():
         return Throttled(f"Office 365 is throttling this mailbox, try again later: {clean}")
     if clean.upper().startswith(TEMPORARY_CODES):

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from ..lines import LineBuffer, LineTooLong
 
 # A line ending in {123} or {123+}: the announcement of a literal (RFC 3501, RFC 7888).
-LITERAL_MARKER = re.compile(rb"\{(\d{1,10})(\+?)\}$")
-TAG_CHARS = re.compile(rb"[^\x00-\x20\x7f(){%*\"\\+]+")
+# Any number of digits: a marker too big to accept must still be seen as one, or the literal
+# data after it would be read as commands.
+LITERAL_MARKER = re.compile(rb"\{(\d+)(\+?)\}$")
+# RFC 3501 tag: ASTRING-CHARs but "+": printable 7-bit, none of ( ) { % * " \ and no space.
+TAG_CHARS = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ class CommandReader:
                 self._pieces.append(line)
                 return self._complete()
             self._pieces.append(line[: marker.start()])
-            size, non_synchronising = int(marker.group(1)), marker.group(2) == b"+"
+            digits, non_synchronising = marker.group(1), marker.group(2) == b"+"
+            # int() of thousands of digits is slow (and refused past 4300): cap before converting.
+            size = int(digits) if len(digits) <= 12 else self.max_command + 1
             self._size += size
             if size > self.max_literal or self._size > self.max_command:
                 # A synchronising literal was not sent yet: refusing it keeps the stream in step.

@@ -73,20 +73,20 @@ class Pop3Session:
         max_line: int = 8192,
         max_errors: int = 20,
         max_login_failures: int = 3,
-        stls: bool = False,
+        starttls: bool = False,
         tls_active: bool = False,
         login_requires_tls: bool = False,
         upstream_capabilities: Sequence[str] = ("TOP", "UIDL"),
     ) -> None:
         """`max_errors` refused commands, or `max_login_failures` failed logins, end the connection.
-        `stls` offers STLS (the glue starts TLS on `StartTLS`); `tls_active` says the connection is
+        `starttls` offers STLS (the glue starts TLS on `StartTLS`); `tls_active` says the connection is
         TLS already (implicit TLS); `login_requires_tls` refuses logins until TLS is on.
         `upstream_capabilities` are advertised before login for clients that ask CAPA only once;
         O365 and Dovecot both support TOP and UIDL."""
         self._lines = LineBuffer(max_line)
         self._max_errors = max_errors
         self._max_login_failures = max_login_failures
-        self._stls = stls
+        self._starttls = starttls
         self._tls_active = tls_active
         self._login_requires_tls = login_requires_tls
         self._upstream_capabilities = tuple(upstream_capabilities)
@@ -236,7 +236,7 @@ class Pop3Session:
         return [Login(username, password)]
 
     def _start_tls(self) -> list[FrontAction]:
-        if not self._stls:
+        if not self._starttls:
             return self._refuse("STLS is not available.")
         if self._tls_active:
             return self._refuse("TLS is already active.")
@@ -254,7 +254,7 @@ class Pop3Session:
 
     def _capabilities(self) -> Send:
         lines = ["+OK Capability list follows"]
-        if self._stls and not self._tls_active:
+        if self._starttls and not self._tls_active:
             lines.append("STLS")
         if not self._needs_tls():
             lines += ["USER", "SASL " + " ".join(MECHANISMS)]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 
 from .. import sasl
-from ..actions import Close, FrontAction, LoggedIn, Login, Relay, Send
-from ..errors import FailureKind, ProxyError
+from ..actions import Close, FrontAction, LoggedIn, Login, Relay, Send, StartTLS
+from ..errors import FailureKind, ProxyError, WrongPassword
 from ..lines import LineBuffer, LineTooLong
 
 # Office 365's own limit as its EHLO states it; an upstream with a lower limit refuses a bigger
@@ -30,9 +30,8 @@ def ehlo_extensions(max_message_size: int) -> tuple[str, ...]:
     - PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, CHUNKING: both support them.
     - DSN and BINARYMIME: Office 365 yes; Dovecot only when its relay MTA does, so no.
     - SMTPUTF8: Office 365 yes; Dovecot 2.3 answers `555 5.5.4 Unsupported parameters`.
-    - BURL: Dovecot only. STARTTLS: not on the local side yet.
-    AUTH is listed twice: `AUTH=PLAIN LOGIN` is the pre-RFC 2554 form that some old clients
-    and printers look for instead of `AUTH PLAIN LOGIN`.
+    - BURL: Dovecot only.
+    STARTTLS and AUTH are added per connection (see SmtpSession._extensions).
     """
     return (
         "PIPELINING",
@@ -40,9 +39,12 @@ def ehlo_extensions(max_message_size: int) -> tuple[str, ...]:
         "8BITMIME",
         "ENHANCEDSTATUSCODES",
         "CHUNKING",
-        "AUTH PLAIN LOGIN",
-        "AUTH=PLAIN LOGIN",
     )
+
+
+# Listed twice: `AUTH=PLAIN LOGIN` is the pre-RFC 2554 form that some old clients and printers
+# look for instead of `AUTH PLAIN LOGIN`.
+AUTH_EXTENSIONS = ("AUTH PLAIN LOGIN", "AUTH=PLAIN LOGIN")
 
 
 class _Phase(enum.Enum):
@@ -85,8 +87,17 @@ class SmtpSession:
         max_line: int = 4096,
         max_errors: int = 20,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        starttls: bool = False,
+        tls_active: bool = False,
+        login_requires_tls: bool = False,
     ) -> None:
+        """`starttls` offers STARTTLS (the glue starts TLS on `StartTLS`); `tls_active` says the
+        connection is TLS already (implicit TLS); `login_requires_tls` refuses AUTH until TLS
+        is on (RFC 3207) and leaves AUTH out of EHLO until then."""
         self.hostname = one_line(hostname) or "xoauth2-proxy"
+        self._starttls = starttls
+        self._tls_active = tls_active
+        self._login_requires_tls = login_requires_tls
         self.max_errors = max_errors
         self.extensions = ehlo_extensions(max_message_size)
         self._lines = LineBuffer(max_line)
@@ -170,7 +181,7 @@ class SmtpSession:
             self._reply("221 2.0.0 Bye")
             self._close()
         elif name == "STARTTLS":
-            self._reply("502 5.5.1 STARTTLS is not available on this port")
+            self._start_tls()
         elif name == "VRFY":
             # RFC 5321 3.5.3: 252 says "cannot verify, but will try delivery", without
             # revealing which addresses exist.
@@ -186,7 +197,7 @@ class SmtpSession:
             return
         self._greeted = True
         if extended:
-            self._reply_lines("250", (self.hostname, *self.extensions))
+            self._reply_lines("250", (self.hostname, *self._extensions()))
         else:
             self._reply(f"250 {self.hostname}")
 
@@ -196,6 +207,9 @@ class SmtpSession:
         # device that skips the greeting never worked against the server it was set up for.
         if not self._greeted:
             self._reply("503 5.5.1 Send EHLO or HELO first")
+            return
+        if self._needs_tls():
+            self._reply("530 5.7.0 Must issue a STARTTLS command first")
             return
         words = argument.split()
         if not 1 <= len(words) <= 2:
@@ -219,6 +233,32 @@ class SmtpSession:
         else:
             self._reply(f"334 {sasl.LOGIN_USERNAME_PROMPT.decode()}")
 
+    def _extensions(self) -> tuple[str, ...]:
+        offered = self.extensions
+        if self._starttls and not self._tls_active:
+            offered += ("STARTTLS",)
+        if not self._needs_tls():
+            offered += AUTH_EXTENSIONS
+        return offered
+
+    def _needs_tls(self) -> bool:
+        return self._login_requires_tls and not self._tls_active
+
+    def _start_tls(self) -> None:
+        if not self._starttls:
+            self._reply("502 5.5.1 STARTTLS is not available on this port")
+            return
+        if self._tls_active:
+            self._reply("503 5.5.1 TLS is already active")
+            return
+        # RFC 3207 4.2: forget everything from before TLS, the greeting included, and obey
+        # nothing the client pipelined after STARTTLS in plaintext (command injection).
+        self._reply("220 2.0.0 Ready to start TLS")
+        self._lines.take_unparsed()
+        self._tls_active = True
+        self._greeted = False
+        self._actions.append(StartTLS())
+
     def _sasl_response(self, line: bytes) -> None:
         if line.strip() == b"*":
             self._phase = _Phase.COMMANDS
@@ -241,6 +281,10 @@ class SmtpSession:
 
     def _login(self, username: str, password: str) -> None:
         self._username = ""
+        if not username or not password:  # no account has either empty: no key derivation
+            self._phase = _Phase.COMMANDS
+            self._reply(f"535 5.7.8 {WrongPassword().message}")
+            return
         self._phase = _Phase.WAITING_FOR_LOGIN
         self._actions.append(Login(username, password))
 
