@@ -16,6 +16,8 @@ pipe (scripts, `docker exec`, the integration tests), and nothing here needs a T
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import os
 import queue
 import sys
@@ -52,6 +54,13 @@ def _minutes(seconds: float) -> str:
     if seconds >= 90:
         return f"{round(seconds / 60)} minutes"
     return f"{seconds} seconds"
+
+
+def _who(account: AccountConfig) -> str:
+    if account.mailbox.lower() == account.username.lower():
+        return f"Sign in to Microsoft as {account.mailbox}"
+    return (f"Sign in to Microsoft as a user with access to the shared mailbox "
+            f"{account.mailbox}")
 
 
 # -- device code --
@@ -117,8 +126,8 @@ def device_code_flow(
     _say(out, f"  Open:       {device.verification_uri}")
     _say(out, f"  Enter code: {device.user_code}")
     _say(out)
-    _say(out, f"Sign in there as the mailbox's user, from any device with a browser. The code "
-         f"is valid for {_minutes(device.expires_at - clock())} (until {until}).")
+    _say(out, f"{_who(client.account)}, from any device with a browser. The code is valid "
+         f"for {_minutes(device.expires_at - clock())} (until {until}).")
     _say(out, "Waiting for the sign-in to finish...")
     countdown = _Countdown(out, device.expires_at, clock, sleep)
     try:
@@ -200,7 +209,8 @@ class _RedirectListener:
                 params = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 ours = (
                     parts.path.rstrip("/") == listener.path.rstrip("/")
-                    and params.get("state") == listener.state
+                    and hmac.compare_digest(params.get("state", "").encode(),
+                                            listener.state.encode())
                     and ("code" in params or "error" in params)
                 )
                 if not ours:
@@ -256,21 +266,19 @@ def browser_plausible() -> bool:
 def _open_in_background(url: str, open_url: Callable[[str], Any]) -> None:
     # Some browsers' launchers block until the browser exits: never wait for them.
     def run() -> None:
-        try:
+        with contextlib.suppress(Exception):  # the printed URL is the fallback
             open_url(url)
-        except Exception:  # noqa: BLE001 - the printed URL is the fallback
-            pass
 
     threading.Thread(target=run, name="open-browser", daemon=True).start()
 
 
 def _read_pasted(in_: TextIO, arrived: queue.Queue[tuple[str, str | None]]) -> None:
-    """Lines from standard input, until one is not empty; ('eof', None) at the end."""
+    """Every non-empty line of standard input (a mistaken paste is answered and the user may
+    paste again); ('eof', None) when it ends."""
     try:
         for line in iter(in_.readline, ""):
             if line.strip():
                 arrived.put(("pasted", line.strip()))
-                # Keep reading: a mistaken paste is answered and the user may paste again.
         arrived.put(("eof", None))
     except (OSError, ValueError):
         arrived.put(("eof", None))
@@ -284,7 +292,7 @@ def _pasted_problem(request: AuthRequest, text: str) -> str | None:
     query = "&".join(p for p in (parts.query, parts.fragment) if p) if (
         "?" in text or "#" in text) else text
     params = {k: v[0] for k, v in parse_qs(query).items()}
-    if params.get("state") != request.state:
+    if not hmac.compare_digest(params.get("state", "").encode(), request.state.encode()):
         return ("That address does not belong to this sign-in (its state does not match); "
                 "paste the address the browser shows at the end of this sign-in")
     if "code" not in params and "error" not in params:
@@ -321,7 +329,7 @@ def auth_code_flow(
             listener.start(request.state)
         paste = not open_browser or listener is None
         _say(out)
-        _say(out, f"Sign in to Microsoft as the user of {account.mailbox} at this address:")
+        _say(out, f"{_who(account)}, at this address:")
         _say(out)
         _say(out, f"  {request.url}")
         _say(out)

@@ -1,10 +1,13 @@
 """The token broker: local password in, access token out.
 
 It unlocks an account's store file (one KDF per account and password per process; after that a
-login costs an HMAC), keeps the access token until shortly before it expires, and refreshes it
-with at most one request per account at a time, however many clients log in at once. A refresh
-runs under the store file's lock, re-reads the file (another process may have refreshed
-already) and saves a rotated refresh token before the new access token is handed out.
+login costs an HMAC and a read of the small file, which is how a password changed or an account
+re-authorised by another process is noticed), keeps the access token until shortly before it
+expires, and refreshes it with at most one request per account at a time, however many clients
+log in at once. A refresh runs under the store file's lock, re-reads the file (another process
+may have refreshed already) and saves a rotated refresh token before the new access token is
+handed out. A temporary failure keeps every stored token; optionally (see TokenBroker) the
+next request waits for a backoff and the current access token is used while it is still valid.
 """
 
 from __future__ import annotations
@@ -15,22 +18,43 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.logger import Logger
 
 from .config import AccountConfig, Config
-from .errors import AccountNotReady, NeedsReauthorisation, StaleKey, TemporaryFailure, WrongPassword
+from .errors import (
+    AccountNotReady,
+    NeedsReauthorisation,
+    StaleKey,
+    TemporaryFailure,
+    Throttled,
+    TokenEndpointUnavailable,
+    TokenRequestRefused,
+    WrongPassword,
+)
 from .oauth import EntraClient, TokenSet
 from .store import Secrets, Store, UnlockKey
 
 T = TypeVar("T")
 RunBlocking = Callable[[Callable[[], T]], "Deferred[T]"]
 
+log = Logger(namespace="xoauth2-proxy")
+
 # Refresh this long before expiry, so a token never expires between check and upstream login.
 REFRESH_MARGIN = 300.0
+# Suggested settings for the optional behaviours of TokenBroker (fallback_remaining and
+# retry_backoff): an upstream login takes seconds, so a token valid 30 s more is still good; an
+# outage must not turn every login of every device into a request that may hang for the full
+# timeout, but recovery should be noticed within two minutes.
+MIN_REMAINING = 30.0
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 120.0
+# What counts as "Entra ID is in the way for now" (as opposed to a local problem).
+BACKOFF_ERRORS = (TokenEndpointUnavailable, Throttled, TokenRequestRefused)
 
 
 @dataclass(frozen=True)
@@ -45,16 +69,42 @@ class _Unlocked:
     key: UnlockKey
     password_digest: bytes
     secrets: Secrets
-    unsaved: bool = False  # new tokens that could not be written yet: write before use
+    refused: str | None = None  # fingerprint of an access token the upstream refused
+
+
+@dataclass
+class _Unsaved:
+    """Tokens Entra ID issued that could not be written: written before anything else."""
+
+    secrets: Secrets
+    replaced: str | None  # the refresh token they replace, which the file still holds
+
+
+@dataclass
+class _Backoff:
+    until: float
+    delay: float
+    error: TemporaryFailure
 
 
 class _SaveFailed(TemporaryFailure):
-    def __init__(self, secrets: Secrets, reason: str) -> None:
+    def __init__(self, secrets: Secrets, replaced: str | None, reason: str) -> None:
         super().__init__(f"Could not save the refreshed credentials: {reason}")
         self.secrets = secrets
+        self.replaced = replaced
 
 
 class TokenBroker:
+    """Access tokens for logins. Two behaviours soften a failing Entra ID (None turns them off):
+
+    - fallback_remaining=S: when a refresh fails temporarily (Entra ID down, throttling, a
+      refused request) and the current access token is still valid for more than S seconds,
+      the login gets that token instead of a temporary failure.
+    - retry_backoff=(FIRST, MAX): after such a failure the account's next token request waits
+      FIRST seconds, doubling up to MAX (longer if Entra ID sent Retry-After); logins in between
+      get the same temporary failure (or the fallback token) without a request.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -63,6 +113,8 @@ class TokenBroker:
         entra_for: Callable[[AccountConfig], EntraClient] | None = None,
         now: Callable[[], float] = time.time,
         refresh_margin: float = REFRESH_MARGIN,
+        fallback_remaining: float | None = MIN_REMAINING,
+        retry_backoff: tuple[float, float] | None = (BACKOFF_FIRST, BACKOFF_MAX),
     ) -> None:
         self.config = config
         self.store = store
@@ -70,8 +122,12 @@ class TokenBroker:
         self._entra_for = entra_for or _default_entra
         self._now = now
         self._margin = refresh_margin
+        self._fallback = fallback_remaining
+        self._retry_backoff = retry_backoff
         self._pepper = os.urandom(32)  # password digests are only comparable in this process
         self._unlocked: dict[str, _Unlocked] = {}
+        self._unsaved: dict[str, _Unsaved] = {}
+        self._backoff: dict[str, _Backoff] = {}
         self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
         self._clients: dict[str, EntraClient] = {}
 
@@ -88,7 +144,8 @@ class TokenBroker:
             try:
                 return await self._grant_locked(account, password)
             except StaleKey:
-                # The file was re-encrypted (account passwd / add) since we unlocked it.
+                # The file was re-encrypted (account passwd / add) since we unlocked it: the
+                # password must be checked again against the new file.
                 self._unlocked.pop(name, None)
                 return await self._grant_locked(account, password)
         finally:
@@ -98,46 +155,85 @@ class TokenBroker:
         """The upstream refused the cached token (revoked early): the next grant refreshes."""
         unlocked = self._unlocked.get(username.lower())
         if unlocked is not None and unlocked.secrets.access_token:
-            unlocked.secrets = replace(unlocked.secrets, extra={
-                **unlocked.secrets.extra, "refused_access_token": _fingerprint(unlocked.secrets.access_token)})
+            unlocked.refused = _fingerprint(unlocked.secrets.access_token)
 
     async def _grant_locked(self, account: AccountConfig, password: str) -> Grant:
+        name = account.username.lower()
         unlocked = await self._unlock(account, password)
-        if unlocked.unsaved:
-            await self._run(lambda: self.store.save(account.username, unlocked.key, unlocked.secrets))
-            unlocked.unsaved = False
-        if self._usable(unlocked.secrets):
-            assert unlocked.secrets.access_token is not None
-            return Grant(account.mailbox, unlocked.secrets.access_token, fresh=False)
+        pending = self._unsaved.get(name)
+        if pending is not None:
+            # Raises _SaveFailed again if the disk still refuses: the tokens stay pending.
+            unlocked.secrets = await self._run(
+                lambda: self._save_pending(account, unlocked.key, pending)
+            )
+            del self._unsaved[name]
+        if self._usable(unlocked.secrets, unlocked.refused, self._margin):
+            return self._grant(account, unlocked, fresh=False)
+        backoff = self._backoff.get(name)
+        if backoff is not None and self._now() < backoff.until:
+            if self._fallback_usable(unlocked):
+                return self._grant(account, unlocked, fresh=False)
+            raise backoff.error.with_traceback(None)
         try:
             unlocked.secrets = await self._run(
-                lambda: self._refresh_blocking(account, unlocked.key, unlocked.secrets)
+                lambda: self._refresh_blocking(account, unlocked.key, unlocked.refused)
             )
         except _SaveFailed as e:
-            unlocked.secrets, unlocked.unsaved = e.secrets, True
+            self._unsaved[name] = _Unsaved(e.secrets, e.replaced)
             raise
+        except BACKOFF_ERRORS as e:
+            self._note_failure(name, e)
+            if self._fallback_usable(unlocked):
+                log.warn("{user}: token refresh failed ({error}); the current access token is "
+                         "still valid and is used meanwhile", user=account.username,
+                         error=e.message)
+                return self._grant(account, unlocked, fresh=False)
+            raise
+        self._backoff.pop(name, None)
+        unlocked.refused = None
+        return self._grant(account, unlocked, fresh=True)
+
+    def _grant(self, account: AccountConfig, unlocked: _Unlocked, fresh: bool) -> Grant:
         assert unlocked.secrets.access_token is not None
-        return Grant(account.mailbox, unlocked.secrets.access_token, fresh=True)
+        return Grant(account.mailbox, unlocked.secrets.access_token, fresh=fresh)
 
     async def _unlock(self, account: AccountConfig, password: str) -> _Unlocked:
         name = account.username.lower()
         digest = hmac.new(self._pepper, password.encode("utf-8"), hashlib.sha256).digest()
         cached = self._unlocked.get(name)
         if cached is not None and hmac.compare_digest(cached.password_digest, digest):
+            # Re-read the file: `account passwd` or `account add` may have re-encrypted it
+            # (StaleKey), another process may have refreshed, `account remove` may have removed
+            # it (AccountNotReady). Reading and decrypting ~1 KiB costs far less than the KDF.
+            key = cached.key
+            cached.secrets = await self._run(lambda: self.store.load(account.username, key))
             return cached
         key, secrets = await self._run(lambda: self._open_blocking(account, password))
         unlocked = _Unlocked(key, digest, secrets)
         self._unlocked[name] = unlocked
         return unlocked
 
-    def _usable(self, secrets: Secrets) -> bool:
-        refused = secrets.extra.get("refused_access_token")
+    def _usable(self, secrets: Secrets, refused: str | None, margin: float) -> bool:
         return (
             secrets.access_token is not None
             and secrets.access_expires_at is not None
-            and secrets.access_expires_at - self._margin > self._now()
+            and secrets.access_expires_at - margin > self._now()
             and refused != _fingerprint(secrets.access_token)
         )
+
+    def _fallback_usable(self, unlocked: _Unlocked) -> bool:
+        return self._fallback is not None and self._usable(
+            unlocked.secrets, unlocked.refused, self._fallback)
+
+    def _note_failure(self, name: str, error: TemporaryFailure) -> None:
+        if self._retry_backoff is None:
+            return
+        first, most = self._retry_backoff
+        previous = self._backoff.get(name)
+        delay = first if previous is None else min(previous.delay * 2, most)
+        retry_after = getattr(error, "retry_after", None)
+        wait = max(delay, retry_after or 0.0)
+        self._backoff[name] = _Backoff(self._now() + wait, delay, error)
 
     # -- blocking work, run in the thread pool --
 
@@ -150,31 +246,43 @@ class TokenBroker:
         key = self.store.derive_key(account.username, password)
         return key, self.store.load(account.username, key)
 
-    def _refresh_blocking(self, account: AccountConfig, key: UnlockKey, known: Secrets) -> Secrets:
+    def _save_pending(self, account: AccountConfig, key: UnlockKey, pending: _Unsaved) -> Secrets:
+        name = account.username
+        with self.store.lock(name):
+            current = self.store.load(name, key)
+            if current.refresh_token != pending.replaced:
+                return current  # someone wrote newer tokens meanwhile: theirs win
+            self._save(name, key, pending.secrets, pending.replaced)
+            return pending.secrets
+
+    def _refresh_blocking(
+        self, account: AccountConfig, key: UnlockKey, refused: str | None
+    ) -> Secrets:
         name = account.username
         with self.store.lock(name):
             # Re-read under the lock: another process may have refreshed (and rotated) already.
             secrets = self.store.load(name, key)
-            refused = known.extra.get("refused_access_token")
-            if refused:
-                secrets = replace(secrets, extra={**secrets.extra, "refused_access_token": refused})
             meta = self.store.read_meta(name)
             if meta is not None and meta.state == "needs_reauth":
                 raise NeedsReauthorisation(name)
-            if self._usable(secrets):
+            if self._usable(secrets, refused, self._margin):
                 return secrets
             tokens = self._request_tokens(account, secrets)
             renewed = Secrets(
                 refresh_token=tokens.refresh_token or secrets.refresh_token,
                 access_token=tokens.access_token,
                 access_expires_at=tokens.expires_at,
-                extra={k: v for k, v in secrets.extra.items() if k != "refused_access_token"},
+                extra=secrets.extra,
             )
-            try:
-                self.store.save(name, key, renewed)
-            except OSError as e:
-                raise _SaveFailed(renewed, e.strerror or str(e)) from None
+            # The rotated refresh token is on disk before the access token leaves this method.
+            self._save(name, key, renewed, secrets.refresh_token)
             return renewed
+
+    def _save(self, name: str, key: UnlockKey, secrets: Secrets, replaced: str | None) -> None:
+        try:
+            self.store.save(name, key, secrets)
+        except OSError as e:
+            raise _SaveFailed(secrets, replaced, e.strerror or str(e)) from None
 
     def _request_tokens(self, account: AccountConfig, secrets: Secrets) -> TokenSet:
         client = self._client(account)

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
-    start_logging(verbose=args.verbose)
+    start_logging(verbose=args.verbose, quiet=args.command == "account")
     try:
         config = load_config(args.config or default_config_path())
         code = _dispatch(args, config)
@@ -197,13 +197,20 @@ def account_list(config: Config, store: Store, out: TextIO) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() + "\n")
+    for row in rows[1:]:
+        if row[3] == NEEDS_REAUTH:
+            out.write(f"{row[0]}: Microsoft refused its stored sign-in; "
+                      f"run: xoauth2-proxy account add {row[0]}\n")
     return EXIT_OK
+
+
+NEEDS_REAUTH = "needs re-authorisation"
 
 
 def _describe(meta: AccountMeta | None) -> tuple[str, str]:
     if meta is None:
         return "not added", "-"
-    state = "needs account add" if meta.state == "needs_reauth" else "ok"
+    state = NEEDS_REAUTH if meta.state == "needs_reauth" else "ok"
     expires = meta.access_expires_at
     if expires is None:
         token = "none"

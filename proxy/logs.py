@@ -38,9 +38,12 @@ class _LineObserver:
         self.stream.flush()
 
 
-def start_logging(verbose: bool = False, stream: TextIO | None = None) -> None:
+def start_logging(verbose: bool = False, quiet: bool = False, stream: TextIO | None = None) -> None:
+    """`quiet` (the account commands) logs warnings and errors only: their plain-language
+    output says what happened; `verbose` logs everything."""
     out = stream or sys.stderr
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug if verbose else LogLevel.info)
+    level = LogLevel.debug if verbose else LogLevel.warn if quiet else LogLevel.info
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(_LineObserver(out), [predicate])], redirectStandardIO=False
     )
@@ -50,5 +53,5 @@ def start_logging(verbose: bool = False, stream: TextIO | None = None) -> None:
                                            "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger("proxy")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     root.propagate = False

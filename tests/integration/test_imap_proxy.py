@@ -171,15 +171,16 @@ def test_wrong_password_opens_no_upstream_connection_and_asks_no_token(world: Wo
     assert world.entra.token_requests() == tokens
 
 
-def test_token_endpoint_down_is_a_temporary_failure(world: World) -> None:
-    """Entra ID answering 500, or not at all, gives NO [UNAVAILABLE], never a password failure;
-    the next login works once it is back."""
-    for kind in ("500", "reset"):
-        world.entra.fail_next(1, kind)
-        client = imaplib.IMAP4("127.0.0.1", world.ports["imap"])
-        with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
-            client.login(CAROL, CAROL_PASSWORD)
-        client.shutdown()
+@pytest.mark.parametrize("kind", ["500", "429", "reset", "timeout"])
+def test_token_endpoint_down_is_a_temporary_failure(world: World, kind: str) -> None:
+    """Entra ID answering 500 or 429, or not at all, gives NO [UNAVAILABLE], never a password
+    failure; the next login works once it is back."""
+    world.entra.fail_next(1, kind)
+    client = imaplib.IMAP4("127.0.0.1", world.ports["imap"])
+    with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+        client.login(CAROL, CAROL_PASSWORD)
+    client.shutdown()
+    world.wait_out_token_backoff()
     client = world.proxied_imap(CAROL, CAROL_PASSWORD)
     client.logout()
 

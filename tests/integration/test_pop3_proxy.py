@@ -269,6 +269,7 @@ def test_token_endpoint_failure_is_temporary(world: World, kind: str) -> None:
     [AUTH]; the next login works."""
     world.entra.fail_next(1, kind)
     _assert_login_fails(world, CAROL, CAROL_PASSWORD, b"[SYS/TEMP]")
+    world.wait_out_token_backoff()
     with _proxied(world, CAROL, CAROL_PASSWORD) as proxied:
         proxied.stat()
 

@@ -232,6 +232,7 @@ def test_token_endpoint_failure_is_454(world: World, kind: str) -> None:
             _auth(client, "PLAIN", CAROL, CAROL_PASSWORD)
         assert failure.value.smtp_code == 454
         assert failure.value.smtp_error.startswith(b"4.7.0"), failure.value.smtp_error
+    world.wait_out_token_backoff()
     with _smtp(world) as client:
         assert _auth(client, "PLAIN", CAROL, CAROL_PASSWORD)[0] == 235
 

@@ -7,6 +7,7 @@ import base64
 import imaplib
 import ssl
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests.support.fake_entra import FakeEntra
 from tests.support.forwarder import CountingForwarder
 from tests.support.ports import free_port
 from tests.support.proxy_process import ProxyProcess
+from proxy.broker import BACKOFF_FIRST, MIN_REMAINING
 from proxy.sasl import xoauth2
 
 TENANT = "contoso.example"
@@ -25,6 +27,7 @@ PASSWORD = 'Pa$$ "quoted" \\ word'  # needs quoting and escaping on the way in
 CAROL_PASSWORD = "carol-local-password"
 ALICE_SECRET = "alice-app-secret-3f9a1c"
 CAROL_SECRET = "carol-app-secret-7e21bb"
+CAROL_TOKEN_LIFETIME = int(MIN_REMAINING) - 10
 LISTENER_NAMES = ("imap", "imap-counted", "imap-dead", "pop3", "pop3-dead", "smtp", "smtp-dead")
 
 
@@ -45,6 +48,10 @@ class World:
         raw = base64.b64decode(xoauth2(mailbox, self.dovecot.token(mailbox)))
         client.authenticate("XOAUTH2", lambda _: raw)  # imaplib does the base64 itself
         return client
+
+    def wait_out_token_backoff(self) -> None:
+        """After a failed token request the proxy waits before asking Entra ID again."""
+        time.sleep(BACKOFF_FIRST + 0.2)
 
     def proxied_imap(self, username: str = ALICE, password: str = PASSWORD) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", self.ports["imap"])
@@ -137,13 +144,14 @@ def open_world(world_dir: Path, dovecot: Dovecot) -> Iterator[World]:
         secret_file.write_text(CAROL_SECRET + "\n")
         ports = {name: free_port() for name in LISTENER_NAMES + ("dead",)}
         proxy = ProxyProcess(world_dir, _config(world_dir, dovecot, entra, ports, forwarder, secret_file))
-        for user, password, lifetime in ((ALICE, PASSWORD, 3600), (CAROL, CAROL_PASSWORD, 60)):
-            # Carol's tokens expire within the refresh margin: every login asks Entra ID.
+        for user, password, lifetime in ((ALICE, PASSWORD, 3600), (CAROL, CAROL_PASSWORD, CAROL_TOKEN_LIFETIME)):
+            # Carol's tokens expire within the refresh margin, and too soon to be used as a
+            # fallback when a refresh fails: every login asks Entra ID.
             entra.access_token_lifetime = lifetime
             added = proxy.cli("account", "add", user, "--password-stdin", stdin=password + "\n")
             if added.returncode != 0:
                 raise RuntimeError(f"account add {user} failed: {added.stderr}")
-        entra.access_token_lifetime = 60
+        entra.access_token_lifetime = CAROL_TOKEN_LIFETIME
         proxy.start(*(ports[name] for name in LISTENER_NAMES))
         yield World(dovecot, entra, proxy, forwarder, ports)
     finally:
