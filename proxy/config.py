@@ -95,11 +95,25 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """[limits]: how much one listener, one address and one guesser may take."""
+
+    max_sessions: int = 200  # per listener, at once
+    max_sessions_per_address: int = 20  # per listener and client address, at once
+    pre_login_seconds: int = 120  # to log in after connecting
+    failures_before_delay: int = 3  # wrong passwords per address before answers slow down
+    failures_before_lockout: int = 10  # wrong passwords per address before it is refused
+    account_failures_before_lockout: int = 30  # per account, from addresses not known to it
+    lockout_minutes: int = 15  # cooling-off period; also how long failures are remembered
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     store_path: Path
     listeners: tuple[ListenerConfig, ...]
     accounts: dict[str, AccountConfig]
+    limits: Limits = Limits()
 
     def account(self, username: str) -> AccountConfig:
         try:
@@ -154,7 +168,7 @@ class _Reader:
         if "admin" in data:
             raise self.fail("[admin]", "the admin page is not part of this version of "
                             "xoauth2-proxy; remove the [admin] table")
-        self.check_keys("top level", data, {"store", "listener", "account"})
+        self.check_keys("top level", data, {"store", "listener", "account", "limits"})
         store = self.table(data, "store", "[store]")
         self.check_keys("[store]", store, {"path"})
         store_path = self.optional(store, "path", "[store]", self.as_path) or default_store_path()
@@ -174,7 +188,18 @@ class _Reader:
             if key in accounts:
                 raise self.fail(f"[[account]] #{i}", f"username {account.username!r} appears twice")
             accounts[key] = account
-        return Config(self.path, store_path, listeners, accounts)
+        return Config(self.path, store_path, listeners, accounts, self.limits(data))
+
+    def limits(self, data: dict[str, Any]) -> Limits:
+        table = self.table(data, "limits", "[limits]")
+        fields = Limits.__dataclass_fields__
+        self.check_keys("[limits]", table, set(fields))
+        values = {}
+        for key, value in table.items():
+            if type(value) is not int or value < 1:
+                raise self.fail("[limits]", f"{key} must be a whole number of at least 1")
+            values[key] = value
+        return Limits(**values)
 
     def listener(self, where: str, item: dict[str, Any]) -> ListenerConfig:
         self.check_keys(

@@ -4,6 +4,7 @@ through the gateway when the session asks, then splices the two connections."""
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .actions import Close, FrontAction, FrontSession, LoggedIn, Login, Relay, Send, StartTLS
-from .config import ListenerConfig
+from .config import Limits, ListenerConfig
 from .errors import ProxyError, TemporaryFailure
 from .gateway import Gateway
 from .relay import RelayStats, Splice
@@ -27,35 +28,28 @@ from .upstream import UpstreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
 
-# A device that connects and never logs in must not hold a connection slot for ever.
-PRE_LOGIN_TIMEOUT = 120.0
-
-
 class FrontProtocol(StreamProtocol):
-    def __init__(
-        self,
-        session: FrontSession,
-        gateway: Gateway,
-        clock: IReactorTime,
-        label: str,
-        server_tls: IOpenSSLServerConnectionCreator | None = None,
-    ) -> None:
+    def __init__(self, session: FrontSession, factory: FrontFactory, source: str, label: str) -> None:
         self.session = session
-        self.server_tls = server_tls  # for STARTTLS
-        self.gateway = gateway
-        self.clock = clock
+        self.factory = factory
+        self.gateway = factory.gateway
+        self.clock = factory.clock
+        self.source = source  # the client's address, for throttling
         self.label = label  # "imap 127.0.0.1:51234", for the log
         self.username: str | None = None
         self.upstream: UpstreamProtocol | None = None
         self.splice: Splice | None = None
         self.closed = False
-        self._started = clock.seconds()
+        self._started = self.clock.seconds()
         self._pending_login: defer.Deferred[tuple[UpstreamProtocol, LoggedIn]] | None = None
         self._timeout: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         log.info("{label} connected", label=self.label)
-        self._timeout = self.clock.callLater(PRE_LOGIN_TIMEOUT, self._pre_login_timeout)
+        # A device that connects and never logs in must not hold a connection slot for ever.
+        self._timeout = self.clock.callLater(
+            self.factory.limits.pre_login_seconds, self._pre_login_timeout
+        )
         self._perform(self.session.start())
 
     def dataReceived(self, data: bytes) -> None:
@@ -72,6 +66,7 @@ class FrontProtocol(StreamProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
+        self.factory.session_ended(self.source)
         self._cancel_timeout()
         if self.splice is not None:
             self.splice.client_lost()
@@ -93,8 +88,8 @@ class FrontProtocol(StreamProtocol):
             elif isinstance(action, Relay):
                 self._relay()
             elif isinstance(action, StartTLS):
-                assert self.server_tls is not None, "STARTTLS offered without a certificate"
-                self.stream.startTLS(self.server_tls)
+                assert self.factory.server_tls is not None, "STARTTLS offered without a certificate"
+                self.stream.startTLS(self.factory.server_tls)
 
     def _login(self, action: Login) -> None:
         # Read nothing more from the client until the outcome is known; pipelined commands
@@ -102,7 +97,9 @@ class FrontProtocol(StreamProtocol):
         self.stream.pauseProducing()
         self.username = action.username
         started = self.clock.seconds()
-        d = defer.Deferred.fromCoroutine(self.gateway.login(action.username, action.password))
+        d = defer.Deferred.fromCoroutine(
+            self.gateway.login(action.username, action.password, self.source)
+        )
         self._pending_login = d
         d.addCallbacks(self._login_succeeded, self._login_failed, callbackArgs=(started,))
 
@@ -153,7 +150,8 @@ class FrontProtocol(StreamProtocol):
     def _pre_login_timeout(self) -> None:
         self._timeout = None
         if self.splice is None and self._pending_login is None:
-            log.info("{label} no login within {s:.0f} s, closing", label=self.label, s=PRE_LOGIN_TIMEOUT)
+            log.info("{label} no login within {s} s, closing", label=self.label,
+                     s=self.factory.limits.pre_login_seconds)
             self.stream.loseConnection()
 
     def _cancel_timeout(self) -> None:
@@ -162,8 +160,21 @@ class FrontProtocol(StreamProtocol):
         self._timeout = None
 
 
+class _Busy(Protocol):
+    """Tells a client over the session limits to come back later, in its protocol's words."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.answer)
+        self.transport.loseConnection()
+
+
 class FrontFactory(Factory):
-    """Builds a front per accepted connection, for peers the listener allows."""
+    """Builds a front per accepted connection, for peers the listener allows, within the
+    session limits."""
 
     def __init__(
         self,
@@ -171,13 +182,18 @@ class FrontFactory(Factory):
         make_session: Callable[..., FrontSession],
         gateway: Gateway,
         clock: IReactorTime,
+        limits: Limits,
+        busy_answer: bytes,
         server_tls: IOpenSSLServerConnectionCreator | None = None,
     ) -> None:
         self.listener = listener
         self.make_session = make_session
         self.gateway = gateway
         self.clock = clock
-        self.server_tls = server_tls
+        self.limits = limits
+        self.busy_answer = busy_answer
+        self.server_tls = server_tls  # for STARTTLS
+        self.sessions: Counter[str] = Counter()  # open sessions per client address
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
@@ -185,6 +201,16 @@ class FrontFactory(Factory):
             log.warn("{protocol} refused connection from {host}: not in allow_from",
                      protocol=self.listener.protocol, host=host)
             return None  # Twisted closes the connection before anything is sent
+        source = host or "local"
+        if (
+            self.sessions.total() >= self.limits.max_sessions
+            or self.sessions[source] >= self.limits.max_sessions_per_address
+        ):
+            log.warn("{protocol} refused connection from {source}: session limit reached "
+                     "({count} open from it, {total} in all)", protocol=self.listener.protocol,
+                     source=source, count=self.sessions[source], total=self.sessions.total())
+            return _Busy(self.busy_answer)
+        self.sessions[source] += 1
         label = f"{self.listener.protocol} {host}:{getattr(addr, 'port', '')}"
         tls = self.listener.tls
         session = self.make_session(
@@ -194,7 +220,12 @@ class FrontFactory(Factory):
             # than this machine must start TLS before they log in.
             login_requires_tls=tls == "starttls" and not _is_loopback(host),
         )
-        return FrontProtocol(session, self.gateway, self.clock, label, self.server_tls)
+        return FrontProtocol(session, self, source, label)
+
+    def session_ended(self, source: str) -> None:
+        self.sessions[source] -= 1
+        if self.sessions[source] <= 0:
+            del self.sessions[source]
 
 
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
 from .actions import LoggedIn, UpstreamLogin
 from .broker import TokenBroker
-from .errors import UpstreamRejected
+from .errors import Throttled, UpstreamRejected, WrongPassword
+from .throttle import LoginThrottle, Refuse
 from .upstream import UpstreamProtocol, UpstreamTarget, connect_upstream
 
 MakeUpstreamLogin = Callable[[str, str], UpstreamLogin]  # (mailbox, access token) -> core
@@ -21,15 +23,30 @@ class Gateway:
         broker: TokenBroker,
         target: UpstreamTarget,
         make_login: MakeUpstreamLogin,
+        throttle: LoginThrottle,
     ) -> None:
         self.reactor = reactor
         self.broker = broker
         self.target = target
         self.make_login = make_login
+        self.throttle = throttle
 
-    async def login(self, username: str, password: str) -> tuple[UpstreamProtocol, LoggedIn]:
-        """Raises WrongPassword and friends before any upstream connection is made."""
-        grant = await self.broker.grant(username, password)
+    async def login(
+        self, username: str, password: str, source: str
+    ) -> tuple[UpstreamProtocol, LoggedIn]:
+        """Raises WrongPassword and friends before any upstream connection is made; a
+        throttled source is delayed or refused before its password is even looked at."""
+        verdict = self.throttle.check(source, username)
+        if isinstance(verdict, Refuse):
+            raise Throttled(verdict.message)
+        if verdict.delay:
+            await task.deferLater(self.reactor, verdict.delay)
+        try:
+            grant = await self.broker.grant(username, password)
+        except WrongPassword:
+            self.throttle.failed(source, username)
+            raise
+        self.throttle.succeeded(source, username)
         try:
             return await self._connect(grant.mailbox, grant.access_token)
         except UpstreamRejected:

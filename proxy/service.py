@@ -14,12 +14,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from .broker import TokenBroker
-from .config import Config, ListenerConfig
+from .config import Config, Limits, ListenerConfig
 from .front import FrontFactory, log
 from .gateway import Gateway
 from .localtls import server_certificate, server_tls_options
 from .protocols import cores_for
 from .store import Store
+from .throttle import LoginThrottle, ThrottleSettings
 from .upstream import UpstreamTarget
 
 # requests and scrypt block; they run here, never on the reactor thread.
@@ -56,13 +57,14 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
     pool = ThreadPool(minthreads=0, maxthreads=THREADS, name="xoauth2-proxy")
     ThreadPoolService(pool).setServiceParent(root)  # type: ignore[no-untyped-call]
     broker = TokenBroker(config, Store(config.store_path), blocking_runner(reactor, pool))
+    throttle = LoginThrottle(throttle_settings(config.limits))
     for listener in config.listeners:
         target = UpstreamTarget.from_listener(listener)
         cores = cores_for(listener, target)
-        gateway = Gateway(reactor, broker, target, cores.make_login)
+        gateway = Gateway(reactor, broker, target, cores.make_login, throttle)
         server_tls = _server_tls(listener, config)
         factory: IProtocolFactory = FrontFactory(
-            listener, cores.make_session, gateway, reactor,
+            listener, cores.make_session, gateway, reactor, config.limits, cores.busy,
             server_tls if listener.tls == "starttls" else None,
         )
         if listener.tls == "implicit":
@@ -74,6 +76,16 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
         listening._raiseSynchronously = True
         listening.setServiceParent(root)
     return root
+
+
+def throttle_settings(limits: Limits) -> ThrottleSettings:
+    return ThrottleSettings(
+        failures_before_delay=limits.failures_before_delay,
+        failures_before_lockout=limits.failures_before_lockout,
+        account_failures_before_lockout=limits.account_failures_before_lockout,
+        lockout=limits.lockout_minutes * 60.0,
+        window=limits.lockout_minutes * 60.0,
+    )
 
 
 def _server_tls(listener: ListenerConfig, config: Config) -> CertificateOptions | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Any
 
 from twisted.internet import defer
@@ -11,11 +12,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from proxy.actions import LoggedIn
-from proxy.config import ListenerConfig
+from proxy.config import Limits, ListenerConfig
 from proxy.errors import UpstreamUnavailable, WrongPassword
-from proxy.front import PRE_LOGIN_TIMEOUT, FrontFactory, FrontProtocol
+from proxy.front import FrontFactory, FrontProtocol
 from proxy.imap.session import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
+from proxy.protocols import IMAP_BUSY
 from proxy.relay import IDLE_TIMEOUT
 from proxy.upstream import UpstreamProtocol, UpstreamTarget
 
@@ -28,7 +30,9 @@ class ScriptedGateway:
     def __init__(self) -> None:
         self.attempts: list[tuple[str, defer.Deferred[Any]]] = []
 
-    async def login(self, username: str, password: str) -> tuple[UpstreamProtocol, LoggedIn]:
+    async def login(
+        self, username: str, password: str, source: str
+    ) -> tuple[UpstreamProtocol, LoggedIn]:
         d: defer.Deferred[Any] = defer.Deferred()
         self.attempts.append((username, d))
         result: tuple[UpstreamProtocol, LoggedIn] = await d
@@ -45,12 +49,31 @@ def connected_upstream(leftover: bytes = b"") -> tuple[UpstreamProtocol, StringT
     return upstream, transport
 
 
-def front() -> tuple[FrontProtocol, StringTransport, ScriptedGateway, MemoryReactorClock]:
+LOOPBACK_LISTENER = ListenerConfig("imap", "tcp:1143:interface=127.0.0.1", "tls:x:993")
+LAN_LISTENER = ListenerConfig("imap", "tcp:1143:interface=0.0.0.0", "tls:x:993", allow_plaintext=True)
+
+
+def factory(
+    listener: ListenerConfig = LOOPBACK_LISTENER, limits: Limits = Limits()
+) -> tuple[FrontFactory, ScriptedGateway, MemoryReactorClock]:
     gateway = ScriptedGateway()
     clock = MemoryReactorClock()
-    protocol = FrontProtocol(ImapSession(), gateway, clock, "imap test")  # type: ignore[arg-type]
+    built = FrontFactory(listener, ImapSession, gateway, clock, limits, IMAP_BUSY)  # type: ignore[arg-type]
+    return built, gateway, clock
+
+
+def connect(built: FrontFactory, host: str = "127.0.0.1", port: int = 5000) -> tuple[Any, StringTransport]:
+    protocol = built.buildProtocol(IPv4Address("TCP", host, port))
     transport = StringTransport()
-    protocol.makeConnection(transport)
+    if protocol is not None:
+        protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def front() -> tuple[FrontProtocol, StringTransport, ScriptedGateway, MemoryReactorClock]:
+    built, gateway, clock = factory()
+    protocol, transport = connect(built)
+    assert isinstance(protocol, FrontProtocol)
     return protocol, transport, gateway, clock
 
 
@@ -157,7 +180,7 @@ def test_idle_relay_is_closed_only_after_the_idle_timeout() -> None:
 def test_no_login_within_the_pre_login_timeout_closes() -> None:
     """A connection that never logs in is closed after the pre-login timeout."""
     _, transport, _, clock = front()
-    clock.advance(PRE_LOGIN_TIMEOUT - 1)
+    clock.advance(Limits().pre_login_seconds - 1)
     assert not transport.disconnecting
     clock.advance(1)
     assert transport.disconnecting
@@ -165,7 +188,35 @@ def test_no_login_within_the_pre_login_timeout_closes() -> None:
 
 def test_peers_outside_allow_from_are_refused_before_the_greeting() -> None:
     """Only loopback peers get a protocol by default; others are closed before any byte."""
-    listener = ListenerConfig("imap", "tcp:1143:interface=0.0.0.0", "tls:x:993", allow_plaintext=True)
-    factory = FrontFactory(listener, ImapSession, ScriptedGateway(), MemoryReactorClock())  # type: ignore[arg-type]
-    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000)) is not None
-    assert factory.buildProtocol(IPv4Address("TCP", "192.168.1.20", 5000)) is None
+    built, _, _ = factory(LAN_LISTENER)
+    assert built.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000)) is not None
+    assert built.buildProtocol(IPv4Address("TCP", "192.168.1.20", 5000)) is None
+
+
+def test_session_limits_per_address_and_per_listener() -> None:
+    """Past the limits a client is told, in its protocol, to come back later; a closed
+    session frees its slot."""
+    built, _, _ = factory(limits=Limits(max_sessions=3, max_sessions_per_address=2))
+    first, _ = connect(built)
+    connect(built)
+    busy, transport = connect(built)
+    assert not isinstance(busy, FrontProtocol)
+    assert transport.value() == IMAP_BUSY and transport.disconnecting
+    first.connectionLost(Failure(ConnectionDone()))
+    again, _ = connect(built)
+    assert isinstance(again, FrontProtocol)
+    other, _ = connect(built, "127.0.0.2")
+    assert isinstance(other, FrontProtocol)  # a third address: the listener total is 3
+    _, transport = connect(built, "127.0.0.3")
+    assert transport.value() == IMAP_BUSY
+
+
+def test_starttls_listener_requires_tls_before_login_from_the_network_only() -> None:
+    """On a STARTTLS listener a LAN peer sees LOGINDISABLED until TLS; this machine does not."""
+    listener = ListenerConfig("imap", "tcp:1143:interface=0.0.0.0", "tls:x:993", tls="starttls",
+                              allow_from=(ip_network("0.0.0.0/0"),))
+    built, _, _ = factory(listener)
+    _, local = connect(built, "127.0.0.1")
+    _, lan = connect(built, "192.168.1.20")
+    assert b"STARTTLS" in local.value() and b"LOGINDISABLED" not in local.value()
+    assert b"STARTTLS" in lan.value() and b"LOGINDISABLED" in lan.value()
