@@ -49,12 +49,13 @@ def connected_upstream(leftover: bytes = b"") -> tuple[UpstreamProtocol, StringT
     return upstream, transport
 
 
+DEFAULT_LIMITS = Limits()
 LOOPBACK_LISTENER = ListenerConfig("imap", "tcp:1143:interface=127.0.0.1", "tls:x:993")
 LAN_LISTENER = ListenerConfig("imap", "tcp:1143:interface=0.0.0.0", "tls:x:993", allow_plaintext=True)
 
 
 def factory(
-    listener: ListenerConfig = LOOPBACK_LISTENER, limits: Limits = Limits()
+    listener: ListenerConfig = LOOPBACK_LISTENER, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[FrontFactory, ScriptedGateway, MemoryReactorClock]:
     gateway = ScriptedGateway()
     clock = MemoryReactorClock()

@@ -408,6 +408,9 @@ first_valid_gid = {self._gid}
 mail_location = maildir:~/Maildir
 # inotify instances run out on shared machines; poll often so IDLE stays prompt regardless.
 mailbox_idle_check_interval = 1 secs
+# Tests open many simultaneous logins for one user, all from 127.0.0.1 (the proxy's address);
+# the default of 10 per user and address (IMAP and POP3 alike) would refuse the rest.
+mail_max_userip_connections = 100
 
 submission_relay_host = 127.0.0.1
 submission_relay_port = {self.sink.port}

@@ -54,6 +54,14 @@ class ProxyProcess:
                 self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, whatever the proxy was doing."""
+        process = self._process
+        if process is not None:
+            process.kill()
+            process.wait()
+            self._process = None
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
