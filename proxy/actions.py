@@ -15,14 +15,22 @@ from .errors import ProxyError
 
 @dataclass(frozen=True)
 class Send:
-    """Write these bytes to the peer of the core that returned it."""
+    """Write these bytes to the peer of the core that returned it.
+
+    `note` is for the administrator: when set (an overlong line, say) the glue logs it with the
+    peer's address. It takes no part in comparisons.
+    """
 
     data: bytes
+    note: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
 class Close:
-    """Close the connection once everything sent so far is flushed."""
+    """Close the connection once everything sent so far is flushed; `reason`, when set, is
+    logged with the peer's address (it takes no part in comparisons)."""
+
+    reason: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

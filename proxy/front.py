@@ -79,8 +79,12 @@ class FrontProtocol(StreamProtocol):
     def _perform(self, actions: list[FrontAction]) -> None:
         for action in actions:
             if isinstance(action, Send):
+                if action.note:
+                    log.warn("{label} {note}", label=self.label, note=action.note)
                 self.stream.write(action.data)
             elif isinstance(action, Close):
+                if action.reason:
+                    log.warn("{label} closing: {reason}", label=self.label, reason=action.reason)
                 self.stream.loseConnection()
                 return
             elif isinstance(action, Login):

@@ -144,7 +144,7 @@ class ImapSession:
         self._failed_logins += 1
         if self._failed_logins >= MAX_FAILED_LOGINS:
             self._state = _Done()
-            return [answer, _send("* BYE Too many failed logins"), Close()]
+            return [answer, _send("* BYE Too many failed logins"), Close("too many failed logins")]
         return [answer]
 
     # -- input --
@@ -175,15 +175,15 @@ class ImapSession:
         try:
             line = self._reader.next_line()
         except LineTooLong:
-            return [_send("* BYE Line too long"), Close()]
+            return [_send("* BYE Line too long"), Close("line too long during AUTHENTICATE")]
         if line is None:
             return None
         return self._sasl_line(state, line)
 
     def _rejected(self, event: Rejected) -> list[FrontAction]:
         if event.fatal:
-            return [_send(f"* BYE {event.text}"), Close()]
-        return self._bad(event.tag, event.text)
+            return [_send(f"* BYE {event.text}"), Close(event.text.lower())]
+        return self._bad(event.tag, event.text, note=event.text.lower())
 
     def _command(self, raw: RawCommand) -> list[FrontAction]:
         try:
@@ -198,11 +198,11 @@ class ImapSession:
             return self._bad(command.tag, f"{command.name} is only valid after login")
         return self._bad(command.tag, f"Unknown command {command.name[:30]}")
 
-    def _bad(self, tag: str, text: str) -> list[FrontAction]:
+    def _bad(self, tag: str, text: str, note: str = "") -> list[FrontAction]:
         self._bad_commands += 1
         if self._bad_commands > MAX_BAD_COMMANDS:
-            return [_send("* BYE Too many invalid commands"), Close()]
-        return [_send(f"{tag or '*'} BAD {text}")]
+            return [_send("* BYE Too many invalid commands"), Close("too many invalid commands")]
+        return [_send(f"{tag or '*'} BAD {text}", note)]
 
     # -- commands valid before login --
 
@@ -299,8 +299,8 @@ class ImapSession:
         return [Login(username, password)]
 
 
-def _send(line: str) -> Send:
-    return Send(line.encode("utf-8") + b"\r\n")
+def _send(line: str, note: str = "") -> Send:
+    return Send(line.encode("utf-8") + b"\r\n", note)
 
 
 def _text(argument: Argument) -> str:

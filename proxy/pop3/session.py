@@ -117,7 +117,7 @@ class Pop3Session:
         answer = _err(f"{code} {error.message}")
         self._login_failures += 1
         if self._login_failures >= self._max_login_failures:
-            return [answer, *self._close()]
+            return [answer, *self._close("too many failed logins")]
         # RFC 1939: after a failed login the client may try again; its pipelined commands wait.
         self._state = _State.AUTHORIZATION
         return [answer, *self._process()]
@@ -134,7 +134,7 @@ class Pop3Session:
                 line = self._lines.next_line()
             except LineTooLong:
                 self._state = _State.AUTHORIZATION  # an overlong SASL answer ends the exchange
-                actions += self._refuse("Line too long.")
+                actions += self._refuse("Line too long.", note="line too long")
                 continue
             if line is None:
                 break
@@ -266,17 +266,18 @@ class Pop3Session:
         lines = ["+OK Supported mechanisms follow", *MECHANISMS, "."]
         return Send("".join(f"{line}\r\n" for line in lines).encode())
 
-    def _refuse(self, text: str) -> list[FrontAction]:
-        """A -ERR answer that counts towards `max_errors`; the last one closes the connection."""
+    def _refuse(self, text: str, note: str = "") -> list[FrontAction]:
+        """A -ERR answer that counts towards `max_errors`; the last one closes the connection.
+        `note`, if any, is logged for the administrator."""
         self._errors += 1
         if self._errors >= self._max_errors:
-            return [_err("Too many errors; closing connection."), *self._close()]
-        return [_err(text)]
+            return [_err("Too many errors; closing connection."), *self._close("too many errors")]
+        return [Send(_err(text).data, note)]
 
-    def _close(self) -> list[FrontAction]:
+    def _close(self, reason: str = "") -> list[FrontAction]:
         self._state = _State.CLOSED
         self._lines.take_unparsed()  # nothing after the closing answer is obeyed or relayed
-        return [Close()]
+        return [Close(reason)]
 
     def _expect_login_pending(self) -> None:
         if self._state is not _State.LOGIN_PENDING:

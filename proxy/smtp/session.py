@@ -153,7 +153,7 @@ class SmtpSession:
             except LineTooLong:
                 self._phase = _Phase.COMMANDS  # an overlong SASL response ends the exchange too
                 self._username = ""
-                self._reply("500 5.5.2 Line too long")
+                self._reply("500 5.5.2 Line too long", note="line too long")
                 continue
             if line is None:
                 break
@@ -290,10 +290,11 @@ class SmtpSession:
 
     # -- writing --
 
-    def _reply(self, line: str) -> None:
-        self._reply_lines(line[:3], (line[4:],))
+    def _reply(self, line: str, note: str = "") -> None:
+        self._reply_lines(line[:3], (line[4:],), note)
 
-    def _reply_lines(self, code: str, texts: tuple[str, ...]) -> None:
+    def _reply_lines(self, code: str, texts: tuple[str, ...], note: str = "") -> None:
+        """`note`, if any, is logged for the administrator with the peer's address."""
         last = len(texts) - 1
         data = b"".join(
             f"{code}{' ' if i == last else '-'}{text}\r\n".encode("ascii", "replace")
@@ -303,7 +304,8 @@ class SmtpSession:
         if isinstance(previous, Send):  # one write per batch of pipelined replies
             self._actions.pop()
             data = previous.data + data
-        self._actions.append(Send(data))
+            note = "; ".join(n for n in (previous.note, note) if n)
+        self._actions.append(Send(data, note))
         if code[0] in "45":
             self._count_error()
 
@@ -314,12 +316,12 @@ class SmtpSession:
         if self._errors >= self.max_errors and self._phase is not _Phase.CLOSED:
             self._phase = _Phase.CLOSED  # before the reply: the 421 must not count again
             self._reply("421 4.7.0 Too many errors, closing connection")
-            self._close()
+            self._close("too many errors")
 
-    def _close(self) -> None:
+    def _close(self, reason: str = "") -> None:
         self._phase = _Phase.CLOSED
         self._lines.take_unparsed()  # whatever the client pipelined after this is dropped
-        self._actions.append(Close())
+        self._actions.append(Close(reason))
 
     def _take_actions(self) -> list[FrontAction]:
         actions, self._actions = self._actions, []

@@ -202,11 +202,13 @@ def test_garbage_before_login_gets_bad_and_the_session_goes_on(world: World) -> 
 
 
 def test_overlong_line_closes_with_bye(world: World) -> None:
-    """A line past the cap gets `* BYE` and the connection closes; the proxy keeps serving."""
+    """A line past the cap gets `* BYE`, the connection closes and the log names the peer;
+    the proxy keeps serving."""
     received = _raw_session(world.ports["imap"], b"x1 LOGIN " + b"a" * 100_000 + b"\r\n", b"BYE")
     assert b"* BYE" in received
     client = world.proxied_imap()
     client.logout()
+    assert re.search(r"WARN +imap 127\.0\.0\.1:\d+ closing: line too long", world.proxy.log_text())
 
 
 def test_curl_lists_folders(world: World, tmp_path: Path) -> None:
