@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, LoginRefused, Send
 from proxy.errors import FailureKind, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.imap.upstream import ImapUpstreamLogin
+from tests.support.actions import merged as outcome
+from tests.support.actions import split
 
 # Microsoft's worked example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
@@ -61,17 +63,6 @@ SEND_EMPTY = Send(b"\r\n")
 CLOSE = Close()
 
 
-def outcome(actions: Sequence[object]) -> list[object]:
-    """Actions with adjacent Sends joined and errors as (class, message), for comparing."""
-    result: list[object] = []
-    for action in actions:
-        if isinstance(action, LoginRefused):
-            result.append((type(action.error), action.error.message))
-        elif isinstance(action, Send) and result and isinstance(result[-1], Send):
-            result[-1] = Send(result[-1].data + action.data)
-        else:
-            result.append(action)
-    return result
 
 
 def sign_in(chunks: Sequence[bytes], mailbox: str = MAILBOX) -> tuple[list[object], bytes | None]:
@@ -371,8 +362,7 @@ def test_transcript_byte_by_byte(
 def test_transcript_random_splits(case: Any, cuts: list[int]) -> None:
     """Any split of the server's bytes gives the same result as one chunk."""
     data, expected, leftover = case.values
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    chunks = split(data, cuts)
     assert sign_in(chunks) == expect(expected, leftover)
 
 

@@ -22,6 +22,7 @@ from proxy.imap.wire import (
     quote,
     tag_of,
 )
+from tests.support.actions import split
 
 CONTINUE = ContinuationNeeded()
 
@@ -204,8 +205,7 @@ def test_reader_byte_by_byte(
 def test_reader_random_splits(case: Any, cuts: list[int]) -> None:
     """Any split of the input gives the same events as one chunk."""
     data, caps, _, _ = case.values
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    chunks = split(data, cuts)
     assert read(chunks, **caps) == read([data], **caps)
 
 

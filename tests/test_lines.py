@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.lines import LineBuffer, LineTooLong
+from tests.support.actions import split
 
 TOO_LONG = "LineTooLong"
 
@@ -78,8 +79,7 @@ def test_lines_byte_by_byte(data: bytes, expected: list[object], leftover: bytes
 def test_lines_random_splits(case: object, cuts: list[int]) -> None:
     """Any split of the input gives the same lines as one chunk."""
     data, expected, leftover = case.values  # type: ignore[attr-defined]
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    chunks = split(data, cuts)
     assert read_all(chunks) == (expected, leftover)
 
 
@@ -136,8 +136,7 @@ def test_take_unparsed_empties_the_buffer() -> None:
 )
 def test_arbitrary_bytes_split_independent(data: bytes, cuts: list[int], max_line: int) -> None:
     """For any bytes, no line handed out exceeds the cap, and splits don't matter."""
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    chunks = split(data, cuts)
     whole = read_all([data], max_line)
     assert read_all(chunks, max_line) == whole
     for line in whole[0]:

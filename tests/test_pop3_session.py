@@ -13,21 +13,13 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, Login, Relay, Send, StartTLS
 from proxy.errors import ProxyError, TokenEndpointUnavailable, WrongPassword
 from proxy.pop3 import Pop3Session
+from tests.support.actions import merged, split
 
 
 def b64(data: bytes) -> bytes:
     return base64.b64encode(data)
 
 
-def merged(actions: Sequence[object]) -> list[object]:
-    """Adjacent Sends joined, so the result does not depend on how the input was split."""
-    result: list[object] = []
-    for action in actions:
-        if isinstance(action, Send) and result and isinstance(result[-1], Send):
-            result[-1] = Send(result[-1].data + action.data)
-        else:
-            result.append(action)
-    return result
 
 
 Outcome = LoggedIn | ProxyError
@@ -406,8 +398,7 @@ def test_conversation_byte_by_byte(
 def test_conversation_random_splits(case: Any, cuts: list[int]) -> None:
     """Any split of the input gives the same actions as one chunk."""
     data, outcomes, _, _ = case.values
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    chunks = split(data, cuts)
     assert converse(chunks, outcomes) == converse([data], outcomes)
 
 

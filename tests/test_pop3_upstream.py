@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from proxy.actions import LoggedIn, LoginRefused, Send
 from proxy.errors import FailureKind, ProxyError, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.pop3 import Pop3UpstreamLogin
+from tests.support.actions import merged as outcome
+from tests.support.actions import split
 
 # Microsoft's worked example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
@@ -29,17 +31,6 @@ DOVECOT_GREETING = b"+OK Dovecot (Debian) ready.\r\n"
 DOVECOT_REPORT = b"+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIn0=\r\n"
 
 
-def outcome(actions: Sequence[object]) -> list[object]:
-    """Actions with adjacent Sends joined and errors as (class, message), for comparing."""
-    result: list[object] = []
-    for action in actions:
-        if isinstance(action, LoginRefused):
-            result.append((type(action.error), action.error.message))
-        elif isinstance(action, Send) and result and isinstance(result[-1], Send):
-            result[-1] = Send(result[-1].data + action.data)
-        else:
-            result.append(action)
-    return result
 
 
 def sign_in(chunks: Sequence[bytes]) -> tuple[list[object], bytes]:
@@ -251,8 +242,7 @@ def test_byte_by_byte(transcript: bytes) -> None:
 )
 def test_random_splits(transcript: bytes, cuts: list[int]) -> None:
     """Any split of the server's bytes gives the same result as one chunk."""
-    points = sorted({c % (len(transcript) + 1) for c in cuts})
-    chunks = [transcript[a:b] for a, b in zip([0, *points], [*points, len(transcript)])]
+    chunks = split(transcript, cuts)
     assert sign_in(chunks) == sign_in([transcript])
 
 

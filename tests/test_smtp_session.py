@@ -18,6 +18,7 @@ from proxy.errors import (
     WrongPassword,
 )
 from proxy.smtp import SmtpSession
+from tests.support.actions import merged, split
 
 USER = "scanner@contoso.com"
 PASSWORD = "s3cret-Passw0rd"
@@ -40,16 +41,6 @@ EHLO_REPLY = (
 )
 
 
-def merged(actions: list[FrontAction]) -> list[FrontAction]:
-    """Adjacent Sends joined, so traces compare independently of how writes were grouped."""
-    out: list[FrontAction] = []
-    for action in actions:
-        previous = out[-1] if out else None
-        if isinstance(action, Send) and isinstance(previous, Send):
-            out[-1] = Send(previous.data + action.data)
-        else:
-            out.append(action)
-    return out
 
 
 def fresh() -> SmtpSession:
@@ -409,9 +400,6 @@ def drive(
     return merged(trace), session.take_unparsed()
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
 @pytest.mark.parametrize(("script", "outcomes"), SCRIPTS)

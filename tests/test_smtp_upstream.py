@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamAction
 from proxy.errors import FailureKind, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.smtp import SmtpUpstreamLogin
+from tests.support.actions import merged
 
 # Microsoft's worked XOAUTH2 example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
@@ -303,18 +304,11 @@ DOVECOT_FAIL_TURNS = [DOVECOT_BANNER, DOVECOT_EHLO_CLEAR, O365_STARTTLS_OK, DOVE
 def replay(turns: list[list[bytes]]) -> tuple[list[object], bytes]:
     """Feed each server turn in its chunks; adjacent Sends merged, plus the leftovers."""
     upstream = login()
-    trace: list[object] = []
+    actions: list[object] = []
     for chunks in turns:
         for chunk in chunks:
-            for action in upstream.receive_data(chunk):
-                previous = trace[-1] if trace else None
-                if isinstance(action, Send) and isinstance(previous, Send):
-                    trace[-1] = Send(previous.data + action.data)
-                elif isinstance(action, LoginRefused):  # exceptions compare by identity
-                    trace.append((type(action.error), action.error.message))
-                else:
-                    trace.append(action)
-    return trace, upstream.take_unparsed()
+            actions += upstream.receive_data(chunk)
+    return merged(actions), upstream.take_unparsed()
 
 
 @settings(max_examples=200, deadline=None)
