@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond
-                 curl fetchmail s-nail msmtp openssl)
+                 curl fetchmail s-nail msmtp openssl iproute2)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
