@@ -57,15 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("user")
     check.add_argument("--password-stdin", action="store_true",
                        help="read the local password from the first line of standard input")
+    demo = commands.add_parser("demo", help="a self-contained local demonstration "
+                               "(no Microsoft account needed)")
+    demo.add_argument("--self-test", action="store_true",
+                      help="drive the demo with scripted clients; exit 0 when all checks pass")
     return parser
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
-    start_logging(verbose=args.verbose, quiet=args.command == "account")
+    # The self-test's check lines say what happened; the log adds only warnings and errors.
+    quiet = args.command == "account" or (args.command == "demo" and args.self_test)
+    start_logging(verbose=args.verbose, quiet=quiet)
     try:
-        config = load_config(args.config or default_config_path())
-        code = _dispatch(args, config)
+        if args.command == "demo":  # needs no config file: it writes its own
+            from .demo import run_demo
+
+            code = run_demo(self_test=args.self_test)
+        else:
+            config = load_config(args.config or default_config_path())
+            code = _dispatch(args, config)
     except (ConfigError, UsageError) as e:
         print(f"xoauth2-proxy: {e}", file=sys.stderr)
         code = EXIT_USAGE

@@ -131,8 +131,10 @@ async def connect_upstream(
 ) -> tuple[UpstreamProtocol, LoggedIn]:
     """Connect, sign in, and return the protocol with the login outcome; raises ProxyError."""
     protocol = UpstreamProtocol(make_core(), target)
+    factory = Factory.forProtocol(lambda: protocol)
+    factory.noisy = False  # one factory per login: "Starting factory" lines would flood the log
     try:
-        await target.endpoint(reactor).connect(Factory.forProtocol(lambda: protocol))
+        await target.endpoint(reactor).connect(factory)
     except net_error.ConnectError as e:
         raise UpstreamUnavailable(
             f"Could not connect to the mail server {target.address}: {_connect_reason(e)}"
