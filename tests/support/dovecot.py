@@ -294,12 +294,14 @@ class Dovecot:
         EXTRA_CLAIMS can pad it to the 1.5-2.5 KB of a real Entra ID access token (or add
         claims Dovecot should reject); a negative LIFETIME gives an expired token.
         """
-        # Integer and never in the future: Dovecot rejects both a float and a future iat.
+        # Integer and never in the future: Dovecot rejects both a float and a future iat, and it
+        # compares with the time its event loop cached, which can lag a second behind; Entra ID
+        # itself dates iat back a few minutes for clock skew.
         now = int(time.time())
         claims: dict[str, Any] = {
             "sub": mailbox,
             "email": mailbox,
-            "iat": now,
+            "iat": now - 300,
             "exp": now + lifetime,
         }
         claims.update(extra_claims or {})
