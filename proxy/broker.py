@@ -6,8 +6,8 @@ re-authorised by another process is noticed), keeps the access token until short
 expires, and refreshes it with at most one request per account at a time, however many clients
 log in at once. A refresh runs under the store file's lock, re-reads the file (another process
 may have refreshed already) and saves a rotated refresh token before the new access token is
-handed out. A temporary failure keeps every stored token; optionally (see TokenBroker) the
-next request waits for a backoff and the current access token is used while it is still valid.
+handed out. A temporary failure keeps every stored token; the next request waits for a backoff,
+and the current access token is used meanwhile while it is still valid (see TokenBroker).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from twisted.internet.defer import Deferred, DeferredLock
@@ -39,17 +39,17 @@ from .errors import (
 from .oauth import EntraClient, TokenSet
 from .store import Secrets, Store, UnlockKey
 
-T = TypeVar("T")
-RunBlocking = Callable[[Callable[[], T]], "Deferred[T]"]
+# Runs blocking work (requests, scrypt, file I/O) off the reactor thread.
+RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 log = Logger(namespace="xoauth2-proxy")
 
 # Refresh this long before expiry, so a token never expires between check and upstream login.
 REFRESH_MARGIN = 300.0
-# Suggested settings for the optional behaviours of TokenBroker (fallback_remaining and
-# retry_backoff): an upstream login takes seconds, so a token valid 30 s more is still good; an
-# outage must not turn every login of every device into a request that may hang for the full
-# timeout, but recovery should be noticed within two minutes.
+# TokenBroker's defaults for fallback_remaining and retry_backoff: an upstream login takes
+# seconds, so a token valid 30 s more is still good; an outage must not turn every login of every
+# device into a request that may hang for the full timeout, but recovery should be noticed
+# within two minutes.
 MIN_REMAINING = 30.0
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 120.0
@@ -109,7 +109,7 @@ class TokenBroker:
         self,
         config: Config,
         store: Store,
-        run_blocking: Callable[[Callable[[], Any]], Deferred[Any]],
+        run_blocking: RunBlocking,
         entra_for: Callable[[AccountConfig], EntraClient] | None = None,
         now: Callable[[], float] = time.time,
         refresh_margin: float = REFRESH_MARGIN,

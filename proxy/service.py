@@ -13,7 +13,7 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
-from .broker import TokenBroker
+from .broker import RunBlocking, TokenBroker
 from .config import Config, Limits, ListenerConfig
 from .front import FrontFactory, log
 from .gateway import Gateway
@@ -38,9 +38,6 @@ class ThreadPoolService(service.Service):
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
         self.pool.stop()
-
-
-RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
 def blocking_runner(reactor: Any, pool: ThreadPool) -> RunBlocking:
