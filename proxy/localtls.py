@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from twisted.internet import ssl
 
 from .config import ListenerConfig, endpoint_parts
 from .errors import ConfigError
+from .private_files import make_private_folder, write_atomically
 
 VALIDITY = datetime.timedelta(days=825)  # the longest lifetime Apple devices accept
 RENEW_BEFORE = datetime.timedelta(days=30)
@@ -88,7 +88,10 @@ def server_certificate(listener: ListenerConfig, store_path: Path) -> ServerCert
     if path.exists() and _still_good(path.read_bytes(), names):
         return ServerCertificate(path, _fingerprint(path.read_bytes()), generated=True)
     pem = _generate(names)
-    _write_private(path, pem)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(store_path, tighten_existing=False)  # as the store itself does
+    make_private_folder(path.parent, tighten_existing=True)
+    write_atomically(path, pem)
     return ServerCertificate(path, _fingerprint(pem), generated=True)
 
 
@@ -161,16 +164,3 @@ def _fingerprint(pem: bytes) -> str:
 
 def _safe(listen: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in listen)[:80]
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Mode 0600 from the start, replaced atomically."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)

@@ -25,8 +25,6 @@ import fcntl
 import hashlib
 import json
 import os
-import stat
-import tempfile
 import threading
 import time
 import unicodedata
@@ -40,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import AccountNotReady, StaleKey, StoreFileInvalid, WrongPassword
+from .private_files import fsync_dir, make_private_folder, open_private, write_atomically
 
 FORMAT = 1
 KDF_NAME = "scrypt"
@@ -288,7 +287,7 @@ class Store:
                 os.unlink(self.path(name))
             except FileNotFoundError:
                 return False
-            _fsync_dir(self.accounts)
+            fsync_dir(self.accounts)
             return True
 
     def change_password(self, username: str, old_password: str, new_password: str) -> UnlockKey:
@@ -316,7 +315,7 @@ class Store:
         with held.rlock:
             if held.depth == 0:
                 self._make_folders()
-                held.fd = _open_private(self.path(name).with_suffix(".lock"))
+                held.fd = open_private(self.path(name).with_suffix(".lock"))
                 try:
                     fcntl.flock(held.fd, fcntl.LOCK_EX)
                 except BaseException:
@@ -356,8 +355,8 @@ class Store:
 
     def _make_folders(self) -> None:
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        _make_private_folder(self.root, tighten_existing=False)  # may be a shared volume
-        _make_private_folder(self.accounts, tighten_existing=True)
+        make_private_folder(self.root, tighten_existing=False)  # may be a shared volume
+        make_private_folder(self.accounts, tighten_existing=True)
 
     def _clean_temporaries(self, name: str) -> None:
         """Remove this account's temporary files left by a crash (we hold its lock)."""
@@ -369,20 +368,7 @@ class Store:
         """Replace the account's file: a crash at any point leaves the old or the new file."""
         self._make_folders()
         self._clean_temporaries(name)
-        target = self.path(name)
-        fd, temporary = tempfile.mkstemp(dir=self.accounts, prefix=f"{target.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)  # mkstemp's 0600 is still subject to the umask
-                f.write(_document_bytes(document))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        _fsync_dir(self.accounts)
+        write_atomically(self.path(name), _document_bytes(document))
 
 
 # -- helpers --
@@ -514,33 +500,3 @@ def _document_bytes(document: _Document) -> bytes:
         "meta": dataclasses.asdict(document.meta),
     }
     return json.dumps(data, indent=2, allow_nan=False).encode("utf-8") + b"\n"
-
-
-def _open_private(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _make_private_folder(path: Path, tighten_existing: bool) -> None:
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        if tighten_existing and stat.S_IMODE(os.stat(path).st_mode) != 0o700:
-            os.chmod(path, 0o700)
-        return
-    os.chmod(path, 0o700)  # mkdir's mode is still subject to the umask
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
