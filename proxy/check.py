@@ -50,9 +50,9 @@ class _ProbeReader:
 
 
 async def _check_listener(
-    reactor: IReactorTime, listener: ListenerConfig, mailbox: str, token: str
+    reactor: IReactorTime, listener: ListenerConfig, timeout: float, mailbox: str, token: str
 ) -> str:
-    target = UpstreamTarget.from_listener(listener)
+    target = UpstreamTarget.from_listener(listener, timeout)
     cores = cores_for(listener, target)
     upstream, _ = await connect_upstream(reactor, target, lambda: cores.make_login(mailbox, token))
     reader = _ProbeReader(cores.probe)
@@ -100,7 +100,8 @@ def check_account(
                 label = f"{listener.protocol} {listener.upstream}"
                 try:
                     answer = await _check_listener(
-                        reactor, listener, grant.mailbox, grant.access_token
+                        reactor, listener, config.limits.upstream_timeout_seconds,
+                        grant.mailbox, grant.access_token,
                     )
                 except ProxyError as e:
                     failures.append(label)

@@ -105,6 +105,7 @@ class Limits:
     failures_before_lockout: int = 10  # wrong passwords per address before it is refused
     account_failures_before_lockout: int = 30  # per account, from addresses not known to it
     lockout_minutes: int = 15  # cooling-off period; also how long failures are remembered
+    upstream_timeout_seconds: int = 30  # to connect upstream, and then to sign in there
 
 
 @dataclass(frozen=True)

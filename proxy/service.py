@@ -56,7 +56,7 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
     broker = TokenBroker(config, Store(config.store_path), blocking_runner(reactor, pool))
     throttle = LoginThrottle(throttle_settings(config.limits))
     for listener in config.listeners:
-        target = UpstreamTarget.from_listener(listener)
+        target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
         cores = cores_for(listener, target)
         gateway = Gateway(reactor, broker, target, cores.make_login, throttle)
         server_tls = _server_tls(listener, config)

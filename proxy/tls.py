@@ -7,6 +7,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+from service_identity import CertificateError, VerificationError
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -44,6 +45,10 @@ def _trust_root(ca: Path) -> IOpenSSLTrustRoot:
 
 def describe_tls_error(reason: BaseException) -> str | None:
     """A sentence for a certificate verification failure, or None when it is something else."""
+    # A certificate from a trusted CA for another name fails in service_identity, after
+    # OpenSSL accepted the chain.
+    if isinstance(reason, (VerificationError, CertificateError)):
+        return "its TLS certificate could not be verified (it names another host)"
     if isinstance(reason, SSL.Error):
         text = str(reason)
         if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:

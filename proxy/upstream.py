@@ -30,9 +30,6 @@ from .errors import UpstreamUnavailable
 from .tls import client_tls_options, describe_tls_error
 from .transport import StreamProtocol
 
-CONNECT_TIMEOUT = 30.0
-LOGIN_TIMEOUT = 30.0
-
 
 @dataclass(frozen=True, eq=False)
 class UpstreamTarget:
@@ -42,14 +39,15 @@ class UpstreamTarget:
     port: int
     implicit_tls: bool  # tls:HOST:PORT; tcp:HOST:PORT means plain TCP (SMTP then does STARTTLS)
     ca: Path | None = None
+    timeout: float = 30.0  # seconds to connect, and then to sign in
 
     @classmethod
-    def from_listener(cls, listener: ListenerConfig) -> UpstreamTarget:
+    def from_listener(cls, listener: ListenerConfig, timeout: float) -> UpstreamTarget:
         kind, args, kwargs = endpoint_parts(listener.upstream)
         ca = listener.upstream_ca
         if ca is None and "trustRoots" in kwargs:
             ca = Path(kwargs["trustRoots"])
-        return cls(args[0], int(args[1]), kind == "tls", ca)
+        return cls(args[0], int(args[1]), kind == "tls", ca, timeout)
 
     @property
     def address(self) -> str:
@@ -61,7 +59,7 @@ class UpstreamTarget:
         return client_tls_options(self.host, self.ca)
 
     def endpoint(self, reactor: IReactorTime) -> IStreamClientEndpoint:
-        tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=CONNECT_TIMEOUT)
+        tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=self.timeout)
         if self.implicit_tls:
             return wrapClientTLS(self.tls_options, tcp)
         return tcp
@@ -139,7 +137,7 @@ async def connect_upstream(
         raise UpstreamUnavailable(
             f"Could not connect to the mail server {target.address}: {_connect_reason(e)}"
         ) from None
-    timer = reactor.callLater(LOGIN_TIMEOUT, _give_up, protocol)
+    timer = reactor.callLater(target.timeout, _give_up, protocol)
     try:
         logged_in = await protocol.outcome
     finally:
@@ -163,5 +161,7 @@ def _connect_reason(e: net_error.ConnectError) -> str:
         return "timed out"
     if isinstance(e, net_error.DNSLookupError):
         return "the host name could not be resolved"
-    return e.__class__.__name__
+    if isinstance(e, net_error.NoRouteError):
+        return "no route to the host"
+    return "the connection was reset or dropped while connecting"
 

@@ -30,6 +30,7 @@ class ImapUpstreamLogin:
     def __init__(self, mailbox: str, access_token: str) -> None:
         self._mailbox = mailbox
         self._token = access_token
+        self._response = xoauth2(mailbox, access_token)
         self._lines = LineBuffer(max_line=65536)
         self._greeted = False
         self._capabilities: tuple[str, ...] = ()
@@ -68,14 +69,14 @@ class ImapUpstreamLogin:
         tag, status, text = match.group(1), match.group(2).upper(), match.group(3)
         if tag == "*":
             if status == "BYE":
-                return self._refuse(UpstreamUnavailable(f"The mail server closed the session: {_clean(text)}"))
+                return self._refuse(UpstreamUnavailable(f"The mail server closed the session: {self._clean(text)}"))
             return []
         if tag != self._step.tag:
             return []
         self._capture_code(text)
         if status == "OK":
             return self._step_done()
-        return self._refuse(_classify_failure(self._step.purpose, status, text))
+        return self._refuse(_classify_failure(self._step.purpose, self._clean(text)))
 
     def _greeting(self, line: str) -> list[UpstreamAction]:
         match = STATUS.match(line)
@@ -83,7 +84,7 @@ class ImapUpstreamLogin:
             return self._refuse(UpstreamUnavailable("The mail server did not greet as an IMAP server"))
         status, text = match.group(2).upper(), match.group(3)
         if status != "OK":
-            return self._refuse(UpstreamUnavailable(f"The mail server is not available: {_clean(text)}"))
+            return self._refuse(UpstreamUnavailable(f"The mail server is not available: {self._clean(text)}"))
         self._greeted = True
         self._capture_code(text)
         if self._capabilities:
@@ -113,7 +114,7 @@ class ImapUpstreamLogin:
         self._capabilities = ()  # they change with login; only what comes after counts now
         if sasl_ir:
             self._token_sent = True
-            return self._command("authenticate", "AUTHENTICATE XOAUTH2 ", xoauth2(self._mailbox, self._token))
+            return self._command("authenticate", "AUTHENTICATE XOAUTH2 ", self._response)
         return self._command("authenticate", "AUTHENTICATE XOAUTH2")
 
     def _continuation(self) -> list[UpstreamAction]:
@@ -122,20 +123,27 @@ class ImapUpstreamLogin:
         if self._token_sent:
             return [Send(b"\r\n")]  # a failure challenge: answer empty, the NO follows
         self._token_sent = True
-        return [Send(xoauth2(self._mailbox, self._token) + b"\r\n")]
+        return [Send(self._response + b"\r\n")]
 
     def _command(self, purpose: str, text: str, payload: bytes = b"") -> list[UpstreamAction]:
         self._tags += 1
         self._step = _Step(f"X{self._tags}", purpose)
         return [Send(f"{self._step.tag} {text}".encode() + payload + b"\r\n")]
 
+    def _clean(self, text: str) -> str:
+        """Server text for a message: no credentials (a server may echo what it was sent),
+        one line, bounded."""
+        for secret in (self._response.decode(), self._token):
+            text = text.replace(secret, "[redacted]")
+        return _one_line(text)
+
     def _refuse(self, error: ProxyError) -> list[UpstreamAction]:
         self._finished = True
         return [LoginRefused(error), Close()]
 
 
-def _classify_failure(purpose: str, status: str, text: str) -> ProxyError:
-    clean = _clean(text)
+def _classify_failure(purpose: str, clean: str) -> ProxyError:
+    """The error for a tagged NO/BAD; `clean` is the server's text, already made safe."""
     if purpose != "authenticate":
         return UpstreamUnavailable(f"The mail server refused CAPABILITY: {clean}")
     if "throttled" in clean.lower():
@@ -150,6 +158,5 @@ def _classify_failure(purpose: str, status: str, text: str) -> ProxyError:
     return UpstreamRejected(f"The mail server refused the access token ({clean})")
 
 
-def _clean(text: str) -> str:
-    """Server text for a message: one line, bounded."""
+def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]

@@ -19,6 +19,7 @@ from ..lines import LineBuffer, LineTooLong
 LITERAL_MARKER = re.compile(rb"\{(\d+)(\+?)\}$")
 # RFC 3501 tag: ASTRING-CHARs but "+": printable 7-bit, none of ( ) { % * " \ and no space.
 TAG_CHARS = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
+COMMAND_NAME = re.compile(rb" +([A-Za-z][A-Za-z0-9-]{0,31})(?= |$)")
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,13 @@ def parse_command(raw: RawCommand) -> Command:
     tag = raw.tag
     if not tag:
         raise ParseError("Invalid tag")
-    name = tokens[1].decode("ascii", "replace").upper()
-    return Command(tag, name, tuple(tokens[2:]))
+    first = raw.pieces[0] if isinstance(raw.pieces[0], bytes) else b""
+    # The name must be a plain atom right after the tag in the command's own text: never a
+    # quoted string or literal data, so it is safe to echo back.
+    name = COMMAND_NAME.match(first, len(tag))
+    if name is None:
+        raise ParseError("Invalid command name")
+    return Command(tag, name.group(1).decode("ascii").upper(), tuple(tokens[2:]))
 
 
 ATOM_END = b" ()\""
