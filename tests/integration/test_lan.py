@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ALICE, ALICE_SECRET, PASSWORD, TENANT, World
+from tests.integration.conftest import ALICE, PASSWORD, World
 from tests.support.netns import LanHost, lan_host, unavailable
 from tests.support.ports import free_port
+from tests.support.proxy_config import alice_account_toml, listener_toml, store_toml
 from tests.support.proxy_process import ProxyProcess
 
 pytestmark = pytest.mark.integration
@@ -61,20 +62,15 @@ def lan(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]
             "smtp": f"tcp:127.0.0.1:{world.dovecot.submission_port}",
         }
         listeners = "".join(
-            f'[[listener]]\nprotocol = "{protocol}"\n'
-            f'listen = "tcp:{ports[name]}:interface={host.proxy_address}"\n'
-            f'upstream = "{upstreams[protocol]}"\nupstream_ca = "{world.dovecot.ca.cert_path}"\n'
-            f'tls = "{tls}"\n'
-            + ("allow_plaintext = true\n" if tls == "none" else "")
-            + f'allow_from = ["{host.device_address + "/32" if allowed == "device" else allowed}"]\n\n'
+            listener_toml(
+                protocol, f"tcp:{ports[name]}:interface={host.proxy_address}", upstreams[protocol],
+                world.dovecot.ca.cert_path, tls=tls,
+                allow_plaintext=True if tls == "none" else None,
+                allow_from=[host.device_address + "/32" if allowed == "device" else allowed],
+            )
             for name, (protocol, tls, allowed) in LISTENERS.items()
         )
-        config = (
-            f'[store]\npath = "{workdir / "store"}"\n\n{listeners}'
-            f'[[account]]\nusername = "{ALICE}"\ntenant = "{TENANT}"\nclient_id = "app-alice"\n'
-            f'flow = "client_credentials"\nclient_secret = "{ALICE_SECRET}"\n'
-            f'authority = "{world.entra.authority}"\n'
-        )
+        config = store_toml(workdir / "store") + listeners + alice_account_toml(world.entra.authority)
         proxy = ProxyProcess(workdir, config)
         added = proxy.cli("account", "add", ALICE, "--password-stdin", stdin=PASSWORD + "\n")
         assert added.returncode == 0, added.stderr

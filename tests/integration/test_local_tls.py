@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ALICE, ALICE_SECRET, PASSWORD, TENANT, World
+from tests.integration.conftest import ALICE, PASSWORD, World
 from tests.support.ports import free_port
+from tests.support.proxy_config import alice_account_toml, listener_toml, store_toml
 from tests.support.proxy_process import ProxyProcess
 
 pytestmark = pytest.mark.integration
@@ -61,17 +62,11 @@ def tls_proxy(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "smtp": f"tcp:127.0.0.1:{world.dovecot.submission_port}",
     }
     listeners = "".join(
-        f'[[listener]]\nprotocol = "{protocol}"\nlisten = "tcp:{ports[name]}:interface=127.0.0.1"\n'
-        f'upstream = "{upstreams[protocol]}"\nupstream_ca = "{ca}"\ntls = "{tls}"\n'
-        + ('tls_minimum = "1.0"\n' if name.endswith("-legacy") else "") + "\n"
+        listener_toml(protocol, f"tcp:{ports[name]}:interface=127.0.0.1", upstreams[protocol], ca,
+                      tls=tls, tls_minimum="1.0" if name.endswith("-legacy") else None)
         for name, (protocol, tls) in LISTENERS.items()
     )
-    config = (
-        f'[store]\npath = "{workdir / "store"}"\n\n{listeners}'
-        f'[[account]]\nusername = "{ALICE}"\ntenant = "{TENANT}"\nclient_id = "app-alice"\n'
-        f'flow = "client_credentials"\nclient_secret = "{ALICE_SECRET}"\n'
-        f'authority = "{world.entra.authority}"\n'
-    )
+    config = store_toml(workdir / "store") + listeners + alice_account_toml(world.entra.authority)
     proxy = ProxyProcess(workdir, config)
     added = proxy.cli("account", "add", ALICE, "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr

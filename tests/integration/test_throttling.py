@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import ALICE, ALICE_SECRET, PASSWORD, TENANT, World
+from tests.integration.conftest import ALICE, PASSWORD, World
 from tests.support.ports import free_port
+from tests.support.proxy_config import alice_account_toml, limits_toml, listener_toml, store_toml
 from tests.support.proxy_process import ProxyProcess
 
 pytestmark = pytest.mark.integration
@@ -20,30 +21,14 @@ pytestmark = pytest.mark.integration
 def tight(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProcess, int]]:
     workdir = tmp_path_factory.mktemp("tight-proxy")
     port = free_port()
-    config = f"""
-[store]
-path = "{workdir / 'store'}"
-
-[limits]
-max_sessions_per_address = 3
-failures_before_delay = 2
-failures_before_lockout = 4
-lockout_minutes = 1
-
-[[listener]]
-protocol = "imap"
-listen = "tcp:{port}:interface=127.0.0.1"
-upstream = "tls:127.0.0.1:{world.dovecot.imaps_port}"
-upstream_ca = "{world.dovecot.ca.cert_path}"
-
-[[account]]
-username = "{ALICE}"
-tenant = "{TENANT}"
-client_id = "app-alice"
-flow = "client_credentials"
-client_secret = "{ALICE_SECRET}"
-authority = "{world.entra.authority}"
-"""
+    config = (
+        store_toml(workdir / "store")
+        + limits_toml(max_sessions_per_address=3, failures_before_delay=2,
+                      failures_before_lockout=4, lockout_minutes=1)
+        + listener_toml("imap", f"tcp:{port}:interface=127.0.0.1",
+                        f"tls:127.0.0.1:{world.dovecot.imaps_port}", world.dovecot.ca.cert_path)
+        + alice_account_toml(world.entra.authority)
+    )
     proxy = ProxyProcess(workdir, config)
     added = proxy.cli("account", "add", ALICE, "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr

@@ -29,12 +29,11 @@ class ProxyProcess:
         )
 
     def start(self, *wait_ports: int) -> None:
-        log = open(self.log_path, "ab")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "--config", str(self.config), "serve"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "--config", str(self.config), "serve"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
+            )
         try:
             for port in wait_ports:
                 wait_for_port(port)
@@ -65,6 +64,14 @@ class ProxyProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The running proxy's process id; RuntimeError when it is not running."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise RuntimeError("the proxy is not running")
+        return process.pid
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
