@@ -4,6 +4,7 @@ namespace of their own (tests/support/netns.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ALICE, PASSWORD, World
+from tests.integration.conftest import ALICE, ALICE_SECRET, PASSWORD, World
 from tests.support.netns import LanHost, lan_host, unavailable
 from tests.support.ports import free_port
 from tests.support.proxy_config import alice_account_toml, listener_toml, store_toml
@@ -26,6 +27,7 @@ LISTENERS = {  # name: (protocol, tls, who may connect)
     "imaps": ("imap", "implicit", "device"),
     "smtp-starttls": ("smtp", "starttls", "device"),
     "imap-plain": ("imap", "none", "device"),  # with allow_plaintext = true
+    "smtp-plain": ("smtp", "none", "device"),  # an old printer: no TLS at all
     "imap-loopback-only": ("imap", "starttls", "127.0.0.1/32"),
 }
 
@@ -74,7 +76,7 @@ def lan(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lan]
         proxy = ProxyProcess(workdir, config)
         added = proxy.cli("account", "add", ALICE, "--password-stdin", stdin=PASSWORD + "\n")
         assert added.returncode == 0, added.stderr
-        proxy.start()
+        proxy.start(verbose=True)  # the log must hold no secret even at -v
         try:
             for port in ports.values():  # the proxy listens on the LAN side only
                 probe = host.run(sys.executable, "-c", WAIT_FOR_PORT, host.proxy_address, str(port))
@@ -138,6 +140,29 @@ client.logout()
 print(json.dumps(out))
 """
 
+PRINTER = """
+import base64, json, socket, sys
+v = json.loads(sys.argv[1])
+b64 = lambda text: base64.b64encode(text.encode()) + b"\\r\\n"
+with socket.create_connection((v["host"], v["port"]), timeout=20) as s:
+    f = s.makefile("rwb")
+    def say(line):
+        f.write(line)
+        f.flush()
+        reply = f.readline()
+        while reply[3:4] == b"-":
+            reply = f.readline()
+        return reply.decode().strip()
+    replies = [f.readline().decode().strip()]
+    for line in (b"HELO printer\\r\\n", b"AUTH LOGIN\\r\\n", b64(v["user"]), b64(v["password"]),
+                 b"MAIL FROM:<" + v["user"].encode() + b">\\r\\n", b"RCPT TO:<bob@example.net>\\r\\n",
+                 b"DATA\\r\\n",
+                 b"Subject: scan 0001\\r\\n\\r\\nplain scan from an old printer\\r\\n.\\r\\n",
+                 b"QUIT\\r\\n"):
+        replies.append(say(line))
+print(json.dumps({"codes": [r[:3] for r in replies]}))
+"""
+
 FIRST_BYTES = """
 import json, socket, sys
 v = json.loads(sys.argv[1])
@@ -195,6 +220,26 @@ def test_plaintext_lan_listener_works_only_because_it_is_allowed(lan: Lan) -> No
     result = refused.cli("serve", timeout=30)
     assert result.returncode == 2
     assert "passwords would cross the network in the clear" in result.stderr
+
+
+def test_old_printer_sends_a_scan_over_plain_tcp(lan: Lan, world: World) -> None:
+    """A printer with no TLS on the LAN (HELO, AUTH LOGIN) sends a scan through a listener that
+    allows plaintext; it arrives at the upstream's relay."""
+    before = len(world.dovecot.sink.messages)
+    out = lan.client(PRINTER, **_values(lan, "smtp-plain"))
+    assert out == {"codes": ["220", "250", "334", "334", "235", "250", "250", "354", "250", "221"]}
+    messages = world.dovecot.sink.wait_for_messages(before + 1)
+    assert b"plain scan from an old printer" in messages[-1].data
+
+
+def test_verbose_log_holds_no_secret(lan: Lan) -> None:
+    """After the LAN sessions above, the proxy's -v log has no password, secret, token or
+    XOAUTH2 string in it."""
+    log = lan.proxy.log_text()
+    assert "DEBUG" in log and "logged in upstream" in log  # it was verbose, and saw logins
+    for secret in (PASSWORD, ALICE_SECRET, "eyJ", "dXNlcj", "auth=Bearer",
+                   base64.b64encode(PASSWORD.encode()).decode()):
+        assert secret not in log, f"{secret!r} found in the proxy's verbose log"
 
 
 def test_addresses_outside_allow_from_are_closed_before_a_byte(lan: Lan) -> None:

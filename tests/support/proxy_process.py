@@ -28,10 +28,12 @@ class ProxyProcess:
             input=stdin, capture_output=True, text=True, timeout=timeout, env=self._env(),
         )
 
-    def start(self, *wait_ports: int) -> None:
+    def start(self, *wait_ports: int, verbose: bool = False) -> None:
+        """Start `serve` (with -v when `verbose`) and wait until the given ports accept."""
+        options = ["-v"] if verbose else []
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "proxy", "--config", str(self.config), "serve"],
+                [sys.executable, "-m", "proxy", "--config", str(self.config), *options, "serve"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
             )
         try:
