@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ALICE, ALICE_SECRET, CAROL, CAROL_PASSWORD, CAROL_SECRET, PASSWORD, World
+from tests.integration.conftest import (
+    ALICE,
+    ALICE_SECRET,
+    CAROL,
+    CAROL_PASSWORD,
+    CAROL_SECRET,
+    PASSWORD,
+    World,
+)
 
 pytestmark = pytest.mark.integration
 

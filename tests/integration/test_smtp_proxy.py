@@ -12,7 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,10 +43,8 @@ def _arrived(world: World, marker: bytes, timeout: float = 10) -> SinkMessage:
                 return message
         if time.monotonic() > deadline:
             raise AssertionError(f"no message with {marker!r} reached the sink in {timeout}s")
-        try:
+        with suppress(TimeoutError):
             world.dovecot.sink.wait_for_messages(len(world.dovecot.sink.messages) + 1, 0.2)
-        except TimeoutError:
-            pass
 
 
 @contextmanager

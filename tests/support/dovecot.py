@@ -11,6 +11,7 @@ dovecot-imapd, dovecot-pop3d and dovecot-submissiond.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
 import pwd
@@ -275,10 +276,8 @@ class Dovecot:
             if not leftovers:
                 break
             for leftover in leftovers:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(leftover, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.02)
         else:
             raise RuntimeError(f"Dovecot processes survived SIGKILL: {leftovers}")

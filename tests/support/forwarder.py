@@ -3,6 +3,7 @@ Dovecot so tests can prove that no upstream connection was opened, or make the u
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -35,10 +36,8 @@ class CountingForwarder:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for s in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -78,7 +77,5 @@ class CountingForwarder:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 destination.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass

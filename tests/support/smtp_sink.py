@@ -7,6 +7,7 @@ sender meant it (CRLF line ends, final CRLF included, terminating "." line exclu
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -43,10 +44,8 @@ class _Handler(socketserver.StreamRequestHandler):
         self.server.sink._track(self.request, add=True)
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the peer or stop() already closed the socket
             super().finish()
-        except OSError:
-            pass  # the peer or stop() already closed the socket
         self.server.sink._track(self.request, add=False)
 
     def _reply(self, text: str) -> None:
@@ -170,10 +169,8 @@ class SmtpSink:
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         server.server_close()  # joins the handler threads (block_on_close)
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -4,21 +4,21 @@ minting tokens Dovecot accepts, and the proxy as a subprocess with its accounts 
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
 import ssl
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.broker import BACKOFF_FIRST, MIN_REMAINING
+from proxy.sasl import xoauth2
 from tests.support.dovecot import Dovecot
 from tests.support.fake_entra import FakeEntra
 from tests.support.forwarder import CountingForwarder
 from tests.support.ports import free_port
 from tests.support.proxy_process import ProxyProcess
-from proxy.broker import BACKOFF_FIRST, MIN_REMAINING
-from proxy.sasl import xoauth2
 
 TENANT = "contoso.example"
 ALICE = "alice@contoso.example"  # client_credentials with a secret, long-lived tokens
