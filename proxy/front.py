@@ -153,10 +153,18 @@ class FrontProtocol(StreamProtocol):
 
     def _pre_login_timeout(self) -> None:
         self._timeout = None
-        if self.splice is None and self._pending_login is None:
-            log.info("{label} no login within {s} s, closing", label=self.label,
-                     s=self.factory.limits.pre_login_seconds)
-            self.stream.loseConnection()
+        if self.splice is not None:
+            return
+        if self._pending_login is not None:
+            # Signing in upstream has its own timeout; if it fails, the client must not be
+            # left without one.
+            self._timeout = self.clock.callLater(
+                self.factory.limits.pre_login_seconds, self._pre_login_timeout
+            )
+            return
+        log.info("{label} no login within {s} s, closing", label=self.label,
+                 s=self.factory.limits.pre_login_seconds)
+        self.stream.loseConnection()
 
     def _cancel_timeout(self) -> None:
         if self._timeout is not None and self._timeout.active():

@@ -187,6 +187,18 @@ def test_no_login_within_the_pre_login_timeout_closes() -> None:
     assert transport.disconnecting
 
 
+def test_pre_login_timeout_still_applies_after_a_slow_failed_login() -> None:
+    """A login still pending when the pre-login time runs out does not cancel the timeout:
+    if it fails, the connection is closed a period later."""
+    protocol, transport, gateway, clock = front()
+    protocol.dataReceived(b"a1 LOGIN alice wrong\r\n")
+    clock.advance(Limits().pre_login_seconds)
+    assert not transport.disconnecting  # the login is still being checked
+    gateway.attempts[0][1].errback(WrongPassword())
+    clock.advance(Limits().pre_login_seconds)
+    assert transport.disconnecting
+
+
 def test_peers_outside_allow_from_are_refused_before_the_greeting() -> None:
     """Only loopback peers get a protocol by default; others are closed before any byte."""
     built, _, _ = factory(LAN_LISTENER)
