@@ -212,6 +212,7 @@ class _Reader:
         protocol = self.choice(item, "protocol", where, PROTOCOLS)
         listen = self.server_endpoint(where, self.required(item, "listen", where, str))
         upstream = self.client_endpoint(where, self.required(item, "upstream", where, str))
+        self.upstream_security(where, protocol, upstream)
         tls = self.choice(item, "tls", where, TLS_MODES, default="none")
         allow_from = self.optional(item, "allow_from", where, lambda v, w: self.networks(v, w))
         listener = ListenerConfig(
@@ -389,6 +390,15 @@ class _Reader:
         if not upstream.startswith(("tls:", "tcp:")):
             raise self.fail(where, f"upstream = {upstream!r}: expected tls:HOST:PORT or tcp:HOST:PORT")
         return upstream
+
+    def upstream_security(self, where: str, protocol: str, upstream: str) -> None:
+        """IMAP and POP3 have no STARTTLS step here: a tcp: upstream would send the access
+        token in the clear."""
+        if protocol in ("imap", "pop3") and not upstream.startswith("tls:"):
+            raise self.fail(
+                where, f"upstream = {upstream!r}: {protocol} needs tls:HOST:PORT (implicit TLS, "
+                "e.g. tls:outlook.office365.com:993); the token must never cross in the clear"
+            )
 
 
 def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:

@@ -11,12 +11,14 @@ from twisted.internet import defer
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IOpenSSLServerConnectionCreator,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .actions import Close, FrontAction, FrontSession, LoggedIn, Login, Relay, Send, StartTLS
 from .config import Limits, ListenerConfig
@@ -28,7 +30,8 @@ from .upstream import UpstreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
 
-class FrontProtocol(StreamProtocol):
+@implementer(IHalfCloseableProtocol)  # a client that shuts down its sending side still gets
+class FrontProtocol(StreamProtocol):  # the answers it is owed
     def __init__(self, session: FrontSession, factory: FrontFactory, source: str, label: str) -> None:
         self.session = session
         self.factory = factory
@@ -63,6 +66,9 @@ class FrontProtocol(StreamProtocol):
             self.splice.client_read_closed()
         else:
             self.stream.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Our side was half-closed (relaying the upstream's end); nothing more to do."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True

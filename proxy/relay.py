@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableDescriptor, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .transport import StreamTransport
 
@@ -65,11 +65,11 @@ class Splice:
         self.client.write(data)
 
     def client_read_closed(self) -> None:
-        """The client half-closed: pass it on, and let the upstream finish its answer."""
-        self._half_close(self.upstream)
+        """The client half-closed: let the upstream finish its answers (to LOGOUT, say)."""
+        self._start_draining()
 
     def upstream_read_closed(self) -> None:
-        self._half_close(self.client)
+        self._start_draining()
 
     def client_lost(self) -> None:
         self._end(self.upstream)
@@ -77,10 +77,10 @@ class Splice:
     def upstream_lost(self) -> None:
         self._end(self.client)
 
-    def _half_close(self, other: StreamTransport) -> None:
-        if IHalfCloseableDescriptor.providedBy(other):
-            other.loseWriteConnection()  # type: ignore[attr-defined]  # checked just above
-        # TLS transports cannot half-close; either way the other side gets a bounded time to
+    def _start_draining(self) -> None:
+        # The half-close is not passed on: over TLS it becomes close_notify, on which mail
+        # servers hang up without answering what they were sent (seen with Dovecot). The mail
+        # protocols end with LOGOUT/QUIT anyway; the other side just gets a bounded time to
         # deliver what it still owes.
         if self._drain_timer is None:
             self._drain_timer = self.clock.callLater(DRAIN_TIMEOUT, self._close_both)

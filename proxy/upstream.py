@@ -17,12 +17,14 @@ from twisted.internet import defer
 from twisted.internet import error as net_error
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
 from .config import ListenerConfig, endpoint_parts
@@ -75,6 +77,7 @@ class UpstreamReader(TypingProtocol):
     def upstream_lost(self) -> None: ...
 
 
+@implementer(IHalfCloseableProtocol)
 class UpstreamProtocol(StreamProtocol):
     """Runs the login core until it succeeds or fails, then hands over to the splice."""
 
@@ -107,6 +110,9 @@ class UpstreamProtocol(StreamProtocol):
             self.splice.upstream_read_closed()
         else:
             self.stream.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Our side was half-closed (relaying the client's end); nothing more to do."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.splice is not None:

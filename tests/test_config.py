@@ -192,6 +192,17 @@ def test_accounts_are_optional(tmp_path: Path) -> None:
     assert load(tmp_path, LISTENER).accounts == {}
 
 
+def test_imap_and_pop3_need_a_tls_upstream(tmp_path: Path) -> None:
+    """A tcp: upstream for IMAP or POP3 would carry the token in the clear: refused; SMTP's
+    tcp: means STARTTLS and is accepted."""
+    for protocol in ("imap", "pop3"):
+        listener = f'[[listener]]\nprotocol = "{protocol}"\nlisten = "tcp:2000"\nupstream = "tcp:h:1"\n'
+        with pytest.raises(ConfigError, match=rf"{protocol} needs tls:HOST:PORT"):
+            load(tmp_path, listener)
+    smtp = '[[listener]]\nprotocol = "smtp"\nlisten = "tcp:2000"\nupstream = "tcp:h:587"\n'
+    assert load(tmp_path, smtp).listeners[0].upstream == "tcp:h:587"
+
+
 @pytest.mark.parametrize(
     "protocols, flow, expected",
     [
@@ -212,7 +223,7 @@ def test_default_scopes(
 ) -> None:
     """Delegated flows ask for the configured protocols + offline_access; client_credentials for .default."""
     listeners = "".join(
-        f'[[listener]]\nprotocol = "{p}"\nlisten = "tcp:{2000 + i}"\nupstream = "tcp:h:1"\n'
+        f'[[listener]]\nprotocol = "{p}"\nlisten = "tcp:{2000 + i}"\nupstream = "tls:h:1"\n'
         for i, p in enumerate(protocols)
     )
     account = ACCOUNT.replace('"device_code"', f'"{flow}"')

@@ -18,7 +18,7 @@ from proxy.front import FrontFactory, FrontProtocol
 from proxy.imap.session import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.protocols import IMAP_BUSY
-from proxy.relay import IDLE_TIMEOUT
+from proxy.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
 from proxy.upstream import UpstreamProtocol, UpstreamTarget
 
 TARGET = UpstreamTarget("upstream.example", 993, True)
@@ -176,6 +176,22 @@ def test_idle_relay_is_closed_only_after_the_idle_timeout() -> None:
     assert not transport.disconnecting
     clock.advance(IDLE_TIMEOUT)
     assert transport.disconnecting and upstream_transport.disconnecting
+
+
+def test_client_half_close_leaves_the_upstream_time_to_answer() -> None:
+    """A client that stops sending is not cut off from the answers still coming; both sides
+    are closed after the drain time if nobody else closes."""
+    protocol, transport, gateway, clock = front()
+    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+    upstream, upstream_transport = connected_upstream()
+    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    protocol.dataReceived(b"a2 LOGOUT\r\n")
+    protocol.readConnectionLost()
+    upstream.dataReceived(b"* BYE\r\na2 OK LOGOUT completed\r\n")
+    assert transport.value().endswith(b"a2 OK LOGOUT completed\r\n")
+    assert not upstream_transport.disconnecting and not transport.disconnecting
+    clock.advance(DRAIN_TIMEOUT)
+    assert upstream_transport.disconnecting and transport.disconnecting
 
 
 def test_no_login_within_the_pre_login_timeout_closes() -> None:

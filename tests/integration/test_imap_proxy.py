@@ -201,6 +201,21 @@ def test_upstream_down_is_a_temporary_failure(world: World) -> None:
     client.shutdown()
 
 
+def test_client_half_close_still_gets_its_answers(world: World) -> None:
+    """A client that sends LOGOUT and shuts down its sending side (as `nc -N` does) still
+    receives the upstream's answer before the connection ends."""
+    with socket.create_connection(("127.0.0.1", world.ports["imap"]), timeout=15) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b'h1 LOGIN "' + ALICE.encode() + b'" {' + str(len(PASSWORD)).encode() + b"+}\r\n"
+                  + PASSWORD.encode() + b"\r\n")
+        assert f.readline().startswith(b"h1 OK")
+        s.sendall(b"h2 SELECT INBOX\r\nh3 LOGOUT\r\n")
+        s.shutdown(socket.SHUT_WR)
+        rest = b"".join(iter(f.readline, b""))
+    assert b"h2 OK" in rest and b"h3 OK" in rest
+
+
 def test_garbage_before_login_gets_bad_and_the_session_goes_on(world: World) -> None:
     """Garbage, unknown and post-login commands get BAD without closing the connection."""
     data = b"\x00\xff garbage\r\nx1 SELECT INBOX\r\nx2 FOO\r\nx3 NOOP\r\nx4 LOGOUT\r\n"
