@@ -15,8 +15,9 @@ from .transport import StreamTransport
 
 # Office 365 ends idle IMAP sessions after 30 minutes; the proxy must never be the first to.
 IDLE_TIMEOUT = 31 * 60 + 60
-# After one side stops sending, how long the other may still deliver what it owes.
-DRAIN_TIMEOUT = 60.0
+# After one side stops sending (or goes away: a FIN looks the same), the other may go on
+# delivering what it owes as long as it is never silent this long.
+DRAIN_TIMEOUT = 5.0
 
 
 @dataclass
@@ -83,7 +84,15 @@ class Splice:
         # protocols end with LOGOUT/QUIT anyway; the other side just gets a bounded time to
         # deliver what it still owes.
         if self._drain_timer is None:
-            self._drain_timer = self.clock.callLater(DRAIN_TIMEOUT, self._close_both)
+            self._drain_timer = self.clock.callLater(DRAIN_TIMEOUT, self._check_drained)
+
+    def _check_drained(self) -> None:
+        quiet_for = self.clock.seconds() - self._last_activity
+        if quiet_for >= DRAIN_TIMEOUT:
+            self._drain_timer = None
+            self._close_both()
+        else:
+            self._drain_timer = self.clock.callLater(DRAIN_TIMEOUT - quiet_for, self._check_drained)
 
     def _check_idle(self) -> None:
         idle_for = self.clock.seconds() - self._last_activity
