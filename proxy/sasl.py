@@ -18,6 +18,15 @@ def xoauth2(mailbox: str, access_token: str) -> bytes:
     return base64.b64encode(raw)
 
 
+def without_credentials(text: str, access_token: str, response: bytes) -> str:
+    """`text` with the access token and its XOAUTH2 response blanked out: a server may echo what
+    it was sent, and its text goes into errors, logs and answers to devices."""
+    for secret in (response.decode(), access_token):
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
 def b64decode(data: bytes) -> bytes:
     """Strict base64: rejects characters outside the alphabet instead of skipping them."""
     try:

@@ -213,7 +213,7 @@ def test_refusal_never_contains_credentials() -> None:
     _, message = refused(actions)
     assert TOKEN not in message and RESPONSE.decode() not in message
     assert "XOAUTH2" not in message and "\r" not in message and "\n" not in message
-    assert "bad [credentials] token [credentials]" in message
+    assert "bad [redacted] token [redacted]" in message
 
 
 def test_server_text_is_one_line_and_bounded() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..actions import Close, LoggedIn, LoginRefused, Send, UpstreamAction
 from ..errors import ProxyError, Throttled, UpstreamRejected, UpstreamUnavailable
 from ..lines import LineBuffer, LineTooLong
-from ..sasl import xoauth2
+from ..sasl import without_credentials, xoauth2
 
 CAPABILITY_CODE = re.compile(r"^\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 STATUS = re.compile(r"^(\S+) (OK|NO|BAD|BYE|PREAUTH)\b ?(.*)$", re.IGNORECASE)
@@ -133,9 +133,7 @@ class ImapUpstreamLogin:
     def _clean(self, text: str) -> str:
         """Server text for a message: no credentials (a server may echo what it was sent),
         one line, bounded."""
-        for secret in (self._response.decode(), self._token):
-            text = text.replace(secret, "[redacted]")
-        return _one_line(text)
+        return _one_line(without_credentials(text, self._token, self._response))
 
     def _refuse(self, error: ProxyError) -> list[UpstreamAction]:
         self._finished = True

@@ -12,7 +12,7 @@ from enum import Enum, auto
 from ..actions import LoggedIn, LoginRefused, Send, UpstreamAction
 from ..errors import ProxyError, Throttled, UpstreamRejected, UpstreamUnavailable
 from ..lines import LineBuffer, LineTooLong
-from ..sasl import xoauth2
+from ..sasl import without_credentials, xoauth2
 from .session import single_line
 
 # How much of the server's own text goes into an error message.
@@ -121,9 +121,7 @@ class Pop3UpstreamLogin:
         status = _status(line)
         if status in ("+OK", "-ERR"):
             text = text[len(status) :].strip() or status
-        for secret in (self._response.decode(), self._access_token):
-            if secret:
-                text = text.replace(secret, "[credentials]")
+        text = without_credentials(text, self._access_token, self._response)
         return single_line(text, SERVER_TEXT_LIMIT) or "empty line"
 
 

@@ -102,7 +102,7 @@ class SmtpUpstreamLogin:
         self.ehlo_name = ehlo_name
         self.starttls = starttls
         self._xoauth2 = sasl.xoauth2(mailbox, access_token)
-        self._secrets = tuple(s for s in (access_token, self._xoauth2.decode()) if s)
+        self._access_token = access_token
         self._lines = LineBuffer(max_line)
         self._pending: list[str] = []  # texts of the reply lines read so far
         self._step = _Step.BANNER
@@ -223,9 +223,7 @@ class SmtpUpstreamLogin:
         return [*farewell, Close(), LoginRefused(error)]
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+        return sasl.without_credentials(text, self._access_token, self._xoauth2)
 
     def _quote(self, reply: Reply) -> str:
         return one_line(self._redact(f"{reply.code} {reply.text}"))[:_MAX_QUOTE]
