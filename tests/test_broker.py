@@ -1,5 +1,6 @@
-"""proxy.broker.TokenBroker: unlock, cache, refresh, rotation, failures, with a real Store and a
-stub EntraClient, run synchronously (the integration tests use the real fake Entra ID)."""
+"""proxy.tokens.broker.TokenBroker: unlock, cache, refresh, rotation, failures, with a real
+FileStore and a stub EntraClient, run synchronously (the integration tests use the real fake
+Entra ID)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,8 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from proxy.broker import (
-    BACKOFF_FIRST,
-    BACKOFF_MAX,
-    MIN_REMAINING,
-    REFRESH_MARGIN,
-    Grant,
-    TokenBroker,
-)
 from proxy.config import AccountConfig, Config
+from proxy.entra.answers import TokenSet
 from proxy.errors import (
     AccountNotReady,
     FailureKind,
@@ -32,8 +26,15 @@ from proxy.errors import (
     TokenEndpointUnavailable,
     WrongPassword,
 )
-from proxy.oauth import TokenSet
-from proxy.store import AccountMeta, ScryptParams, Secrets, Store, UnlockKey
+from proxy.store import AccountMeta, FileStore, ScryptParams, Secrets, UnlockKey
+from proxy.tokens.broker import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    MIN_REMAINING,
+    REFRESH_MARGIN,
+    Grant,
+    TokenBroker,
+)
 
 USER = "dana@contoso.example"
 APP_USER = "app@contoso.example"
@@ -42,8 +43,8 @@ NOW = 1_800_000_000.0
 FAST = ScryptParams(n=2**4)
 
 
-class CountingStore(Store):
-    """A real Store that counts key derivations and can refuse the next saves."""
+class CountingStore(FileStore):
+    """A real FileStore that counts key derivations and can refuse the next saves."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root, kdf=FAST)
@@ -104,7 +105,7 @@ class Setup:
         return run(self.broker.grant(user, password))
 
     def file_secrets(self, password: str = PASSWORD, user: str = USER) -> Secrets:
-        probe = Store(self.store.root, kdf=FAST)
+        probe = FileStore(self.store.root, kdf=FAST)
         return probe.load(user, probe.derive_key(user, password))
 
 
@@ -315,7 +316,7 @@ def test_password_change_elsewhere_makes_the_cached_password_fail(tmp_path: Path
     new one works, without restarting the broker (StaleKey)."""
     s = make(tmp_path)
     s.grant()
-    Store(s.store.root, kdf=FAST).change_password(USER, PASSWORD, "new password")
+    FileStore(s.store.root, kdf=FAST).change_password(USER, PASSWORD, "new password")
     with pytest.raises(WrongPassword):
         s.grant()
     assert s.grant("new password").access_token == "access-0"

@@ -14,12 +14,12 @@ from twisted.python.failure import Failure
 from proxy.actions import LoggedIn
 from proxy.config import Limits, ListenerConfig
 from proxy.errors import UpstreamUnavailable, WrongPassword
-from proxy.front import FrontFactory, FrontProtocol
+from proxy.glue.front import FrontFactory, FrontProtocol
+from proxy.glue.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
+from proxy.glue.upstream_connection import UpstreamProtocol, UpstreamTarget
 from proxy.imap.session import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.protocols import IMAP_BUSY
-from proxy.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
-from proxy.upstream import UpstreamProtocol, UpstreamTarget
 
 TARGET = UpstreamTarget("upstream.example", 993, True)
 

@@ -1,4 +1,4 @@
-"""Connecting to the upstream server and running a protocol's XOAUTH2 login on it.
+"""The upstream side: connecting to the mail server and running a protocol's XOAUTH2 login.
 
 The connection is made only once the local password has been checked and a token is in hand.
 `connect_upstream` returns a connected `UpstreamProtocol` whose login succeeded, ready to be
@@ -26,11 +26,11 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
-from .config import ListenerConfig, endpoint_parts
-from .errors import UpstreamUnavailable
-from .tls import client_tls_options, describe_tls_error
+from ..actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
+from ..config import ListenerConfig, endpoint_parts
+from ..errors import UpstreamUnavailable
 from .transport import StreamProtocol
+from .upstream_tls import client_tls_options, describe_tls_error
 
 
 @dataclass(frozen=True, eq=False)

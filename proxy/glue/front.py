@@ -1,4 +1,4 @@
-"""The Twisted side of a client connection: runs a sans-I/O front session, logs in upstream
+"""The device side: a client's connection runs a sans-I/O front session, logs in upstream
 through the gateway when the session asks, then splices the two connections."""
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .actions import Close, FrontAction, FrontSession, LoggedIn, Login, Relay, Send, StartTLS
-from .config import Limits, ListenerConfig
-from .errors import ProxyError, TemporaryFailure
+from ..actions import Close, FrontAction, FrontSession, LoggedIn, Login, Relay, Send, StartTLS
+from ..config import Limits, ListenerConfig
+from ..errors import ProxyError, TemporaryFailure
 from .gateway import Gateway
 from .relay import RelayStats, Splice
 from .transport import StreamProtocol
-from .upstream import UpstreamProtocol
+from .upstream_connection import UpstreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
+
 
 @implementer(IHalfCloseableProtocol)  # a client that shuts down its sending side still gets
 class FrontProtocol(StreamProtocol):  # the answers it is owed

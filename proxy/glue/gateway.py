@@ -7,11 +7,11 @@ from collections.abc import Callable
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
-from .actions import LoggedIn, UpstreamLogin
-from .broker import TokenBroker
-from .errors import Throttled, UpstreamRejected, WrongPassword
-from .throttle import LoginThrottle, Refuse
-from .upstream import UpstreamProtocol, UpstreamTarget, connect_upstream
+from ..actions import LoggedIn, UpstreamLogin
+from ..errors import Throttled, UpstreamRejected, WrongPassword
+from ..throttle import LoginThrottle, Refuse
+from ..tokens.broker import TokenBroker
+from .upstream_connection import UpstreamProtocol, UpstreamTarget, connect_upstream
 
 MakeUpstreamLogin = Callable[[str, str], UpstreamLogin]  # (mailbox, access token) -> core
 
