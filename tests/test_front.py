@@ -16,12 +16,14 @@ from proxy.config import Limits, ListenerConfig
 from proxy.errors import UpstreamUnavailable, WrongPassword
 from proxy.glue.front import FrontFactory, FrontProtocol
 from proxy.glue.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
-from proxy.glue.upstream_connection import UpstreamProtocol, UpstreamTarget
+from proxy.glue.signed_in import SignedIn
+from proxy.glue.upstream_connection import SignedInUpstream, UpstreamProtocol, UpstreamTarget
 from proxy.imap.session import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.protocols import IMAP_BUSY
 
 TARGET = UpstreamTarget("upstream.example", 993, True)
+NO_CAPABILITIES = LoggedIn()
 
 
 class ScriptedGateway:
@@ -30,23 +32,24 @@ class ScriptedGateway:
     def __init__(self) -> None:
         self.attempts: list[tuple[str, defer.Deferred[Any]]] = []
 
-    async def login(
-        self, username: str, password: str, source: str
-    ) -> tuple[UpstreamProtocol, LoggedIn]:
+    async def login(self, username: str, password: str, source: str) -> SignedIn:
         d: defer.Deferred[Any] = defer.Deferred()
         self.attempts.append((username, d))
-        result: tuple[UpstreamProtocol, LoggedIn] = await d
+        result: SignedIn = await d
         return result
 
 
-def connected_upstream(leftover: bytes = b"") -> tuple[UpstreamProtocol, StringTransport]:
+def connected_upstream(
+    clock: MemoryReactorClock, leftover: bytes = b"", logged_in: LoggedIn = NO_CAPABILITIES
+) -> tuple[SignedInUpstream, UpstreamProtocol, StringTransport]:
+    """A signed-in upstream over a StringTransport, as connect_upstream returns it."""
     core = ImapUpstreamLogin("alice@example.com", "token")
     core.take_unparsed = lambda: leftover  # type: ignore[method-assign]
     upstream = UpstreamProtocol(core, TARGET)
     transport = StringTransport()
     upstream.makeConnection(transport)
-    upstream.outcome.callback(LoggedIn())  # as connect_upstream leaves it: signed in
-    return upstream, transport
+    upstream.outcome.callback(logged_in)
+    return SignedInUpstream(upstream, logged_in, clock), upstream, transport
 
 
 DEFAULT_LIMITS = Limits()
@@ -92,14 +95,16 @@ def test_login_pauses_the_client_until_the_outcome_is_known() -> None:
     assert [name for name, _ in gateway.attempts] == ["alice"]
 
 
-def test_success_splices_with_pipelined_bytes_first_and_flow_control() -> None:
+def test_success_relays_with_pipelined_bytes_first_and_flow_control() -> None:
     """After login the OK goes out, pipelined commands reach the upstream first, both
     transports produce for each other, and the client is read again."""
-    protocol, transport, gateway, _ = front()
+    protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n")
-    upstream, upstream_transport = connected_upstream(leftover=b"* 1 EXISTS\r\n")
+    signed_in, upstream, upstream_transport = connected_upstream(
+        clock, leftover=b"* 1 EXISTS\r\n", logged_in=LoggedIn(("IMAP4rev1", "IDLE"))
+    )
     transport.clear()
-    gateway.attempts[0][1].callback((upstream, LoggedIn(("IMAP4rev1", "IDLE"))))
+    gateway.attempts[0][1].callback(signed_in)
     assert transport.value() == b"a1 OK [CAPABILITY IMAP4rev1 IDLE] LOGIN completed\r\n* 1 EXISTS\r\n"
     assert upstream_transport.value() == b"a2 SELECT INBOX\r\n"
     assert transport.producer is upstream_transport
@@ -145,20 +150,20 @@ def test_unexpected_error_is_temporary_and_logged_not_raised() -> None:
 
 def test_client_gone_during_login_closes_the_new_upstream() -> None:
     """If the client disconnects while the upstream signs in, that upstream is closed."""
-    protocol, transport, gateway, _ = front()
+    protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
     protocol.connectionLost(Failure(ConnectionDone()))
-    upstream, upstream_transport = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, _, upstream_transport = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     assert upstream_transport.disconnecting
 
 
 def test_upstream_closing_closes_the_client() -> None:
     """When the upstream goes, the client is disconnected after what was sent is flushed."""
-    protocol, transport, gateway, _ = front()
+    protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    upstream, _ = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, upstream, _ = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     upstream.connectionLost(Failure(ConnectionDone()))
     assert transport.disconnecting
 
@@ -167,8 +172,8 @@ def test_idle_relay_is_closed_only_after_the_idle_timeout() -> None:
     """A silent relayed session survives 31 minutes (IMAP IDLE) and is closed after the timeout."""
     protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    upstream, upstream_transport = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, upstream, upstream_transport = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     clock.advance(31 * 60)
     assert not transport.disconnecting
     protocol.dataReceived(b"a2 NOOP\r\n")  # activity postpones the timeout
@@ -183,8 +188,8 @@ def test_client_half_close_leaves_the_upstream_time_to_answer() -> None:
     are closed once the far side has been silent for the drain time."""
     protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    upstream, upstream_transport = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, upstream, upstream_transport = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     protocol.dataReceived(b"a2 LOGOUT\r\n")
     protocol.readConnectionLost()
     clock.advance(DRAIN_TIMEOUT - 1)

@@ -29,22 +29,21 @@ async def _check_listener(
 ) -> str:
     target = UpstreamTarget.from_listener(listener, timeout)
     cores = cores_for(listener.protocol, target.implicit_tls)
-    upstream, _ = await connect_upstream(reactor, target, lambda: cores.make_login(mailbox, token))
+    signed_in = await connect_upstream(reactor, target, lambda: cores.make_login(mailbox, token))
     probe = PROBES[listener.protocol]
     reader = ProbeReader(probe)
-    upstream.splice = reader
-    leftover = upstream.core.take_unparsed()
-    upstream.stream.write(probe.command)
-    if leftover:
-        reader.from_upstream(leftover)
+    upstream = signed_in.connection.hand_over(reader)
+    upstream.transport.write(probe.command)
+    if upstream.unparsed:
+        reader.from_upstream(upstream.unparsed)
     timer = reactor.callLater(PROBE_TIMEOUT, reader.upstream_lost)
     try:
         answer = await reader.answer
     finally:
         if timer.active():
             timer.cancel()
-        upstream.stream.write(probe.goodbye)
-        upstream.stream.loseConnection()
+        upstream.transport.write(probe.goodbye)
+        upstream.transport.loseConnection()
     return answer
 
 

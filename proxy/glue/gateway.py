@@ -1,39 +1,26 @@
-"""From a checked local password to a signed-in upstream connection, for one listener."""
+"""From a local login to a signed-in upstream, for one listener: throttle, token, sign-in."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
-from ..actions import LoggedIn, UpstreamLogin
 from ..errors import Throttled, UpstreamRejected, WrongPassword
 from ..throttle import LoginThrottle, Refuse
 from ..tokens.broker import TokenBroker
-from .upstream_connection import UpstreamProtocol, UpstreamTarget, connect_upstream
-
-MakeUpstreamLogin = Callable[[str, str], UpstreamLogin]  # (mailbox, access token) -> core
+from .signed_in import SignedIn, SignIn
 
 
 class Gateway:
     def __init__(
-        self,
-        reactor: IReactorTime,
-        broker: TokenBroker,
-        target: UpstreamTarget,
-        make_login: MakeUpstreamLogin,
-        throttle: LoginThrottle,
+        self, reactor: IReactorTime, broker: TokenBroker, sign_in: SignIn, throttle: LoginThrottle
     ) -> None:
         self.reactor = reactor
         self.broker = broker
-        self.target = target
-        self.make_login = make_login
+        self.sign_in = sign_in
         self.throttle = throttle
 
-    async def login(
-        self, username: str, password: str, source: str
-    ) -> tuple[UpstreamProtocol, LoggedIn]:
+    async def login(self, username: str, password: str, source: str) -> SignedIn:
         """Raises WrongPassword and friends before any upstream connection is made; a
         throttled source is delayed or refused before its password is even looked at."""
         verdict = self.throttle.check(source, username)
@@ -48,16 +35,11 @@ class Gateway:
             raise
         self.throttle.succeeded(source, username)
         try:
-            return await self._connect(grant.mailbox, grant.access_token)
+            return await self.sign_in(grant.mailbox, grant.access_token)
         except UpstreamRejected:
             if grant.fresh:
                 raise
             # A cached token can be revoked before it expires: one new token, one more try.
             self.broker.forget_access_token(username)
             grant = await self.broker.grant(username, password)
-            return await self._connect(grant.mailbox, grant.access_token)
-
-    async def _connect(self, mailbox: str, token: str) -> tuple[UpstreamProtocol, LoggedIn]:
-        return await connect_upstream(
-            self.reactor, self.target, lambda: self.make_login(mailbox, token)
-        )
+            return await self.sign_in(grant.mailbox, grant.access_token)

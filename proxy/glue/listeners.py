@@ -21,7 +21,7 @@ from ..tokens.broker import TokenBroker
 from .front import FrontFactory
 from .front_tls import server_certificate, server_tls_options
 from .gateway import Gateway
-from .upstream_connection import UpstreamTarget
+from .upstream_connection import UpstreamTarget, upstream_sign_in
 
 # requests and scrypt block; they run here, never on the reactor thread.
 THREADS = 8
@@ -38,7 +38,8 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
     for listener in config.listeners:
         target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
         cores = cores_for(listener.protocol, target.implicit_tls)
-        gateway = Gateway(reactor, broker, target, cores.make_login, throttle)
+        sign_in = upstream_sign_in(reactor, target, cores.make_login)
+        gateway = Gateway(reactor, broker, sign_in, throttle)
         server_tls = _server_tls(listener, config)
         factory: IProtocolFactory = FrontFactory(
             listener, cores.make_session, gateway, reactor, config.limits, cores.busy,
