@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from proxy.actions import LoggedIn
@@ -136,16 +137,30 @@ def test_temporary_failure_is_unavailable_not_a_password_failure() -> None:
 
 
 def test_unexpected_error_is_temporary_and_logged_not_raised() -> None:
-    """A bug in the login path becomes NO [UNAVAILABLE], never a crash or a password failure."""
-    protocol, transport, gateway, _ = front()
-    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    transport.clear()
-    gateway.attempts[0][1].errback(RuntimeError("boom"))
+    """A bug in the login path becomes NO [UNAVAILABLE], never a crash or a password failure;
+    it is logged once, and the login's Deferred ends handled (no "Unhandled error" later)."""
+    logged: list[tuple[str, type]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            logged.append((event["log_format"], event["log_failure"].type))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        protocol, transport, gateway, _ = front()
+        protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+        login = protocol._pending_login
+        assert login is not None
+        transport.clear()
+        gateway.attempts[0][1].errback(RuntimeError("boom"))
+    finally:
+        globalLogPublisher.removeObserver(observe)
     assert transport.value().startswith(b"a1 NO [UNAVAILABLE]")
     assert b"boom" not in transport.value()
-    import gc
-
-    gc.collect()  # the logged failure must not linger as an unhandled error
+    assert logged == [("{label} unexpected error during login", RuntimeError)]
+    outcome: list[object] = []
+    login.addBoth(outcome.append)
+    assert outcome == [None]
 
 
 def test_client_gone_during_login_closes_the_new_upstream() -> None:
