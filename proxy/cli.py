@@ -1,29 +1,19 @@
-"""Command line: serve, and the account commands an administrator runs."""
+"""Command line: parse, start logging, run the command, turn errors into exit codes."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TextIO
-
-import requests
+from typing import NoReturn
 
 from . import __version__
-from .config import AccountConfig, Config, default_config_path, load_config
-from .errors import ConfigError, ProxyError, WrongPassword
+from .commands import EXIT_FAILED, EXIT_USAGE, accounts
+from .commands.passwords import password_source
+from .config import Config, default_config_path, load_config
+from .errors import ConfigError, ProxyError, UsageError
 from .logs import start_logging
-from .oauth import EntraClient, TokenSet
-from .store import AccountMeta, Secrets, Store
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
+from .store import open_store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,143 +80,22 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command in (None, "serve"):
-        from .serve import serve
+        from .commands.serve import serve
 
         return serve(config)
-    store = Store(config.store_path)
+    store = open_store(config)
     if args.action == "list":
-        return account_list(config, store, sys.stdout)
+        return accounts.account_list(config, store, sys.stdout)
     account = config.account(args.user)
+    ask = password_source(getattr(args, "password_stdin", False))
     if args.action == "add":
-        return account_add(config, account, store, _password_source(args), args.no_browser)
+        return accounts.account_add(config, account, store, ask, args.no_browser)
     if args.action == "passwd":
-        return account_passwd(account, store, _password_source(args))
+        return accounts.account_passwd(account, store, ask)
     if args.action == "remove":
-        return account_remove(account, store)
+        return accounts.account_remove(account, store)
     if args.action == "check":
-        from .check import check_account
+        from .commands.check import check_account
 
-        password = _password_source(args)("Local password: ", False)
-        return check_account(config, account, store, password, sys.stdout)
+        return check_account(config, account, store, ask("Local password: ", False), sys.stdout)
     raise UsageError(f"unknown action {args.action}")
-
-
-# -- passwords --
-
-PasswordSource = Callable[[str, bool], str]  # (prompt, confirm) -> password
-
-
-def _password_source(args: argparse.Namespace) -> PasswordSource:
-    if args.password_stdin:
-        return lambda prompt, confirm: _read_stdin_line()
-    return _ask_password
-
-
-def _read_stdin_line() -> str:
-    line = sys.stdin.readline()
-    if not line:
-        raise UsageError("--password-stdin: standard input ended before a password line")
-    password = line.rstrip("\r\n")
-    if not password:
-        raise UsageError("--password-stdin: the password line is empty")
-    return password
-
-
-def _ask_password(prompt: str, confirm: bool) -> str:
-    if not sys.stdin.isatty():
-        raise UsageError("no terminal to ask for the password; use --password-stdin")
-    while True:
-        password = getpass.getpass(prompt)
-        if not password:
-            print("The password must not be empty.", file=sys.stderr)
-            continue
-        if not confirm or getpass.getpass("Again: ") == password:
-            return password
-        print("The two passwords differ; try again.", file=sys.stderr)
-
-
-# -- account commands --
-
-
-def account_add(
-    config: Config, account: AccountConfig, store: Store, ask: PasswordSource, no_browser: bool
-) -> int:
-    password = ask(f"New local password for {account.username}: ", True)
-    client = EntraClient(account, requests.Session())
-    tokens = _authorise(client, account, no_browser)
-    key = store.new_key(password)
-    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
-    secrets = Secrets(tokens.refresh_token, tokens.access_token, tokens.expires_at)
-    store.save(account.username, key, secrets, meta)
-    print(f"{account.username}: authorised ({account.flow}); credentials stored encrypted in "
-          f"{store.path(account.username)}")
-    print(f"Legacy clients log in as {account.username} with the local password just set.")
-    return EXIT_OK
-
-
-def _authorise(client: EntraClient, account: AccountConfig, no_browser: bool) -> TokenSet:
-    if account.flow == "client_credentials":
-        return client.client_credentials()
-    if account.flow == "device_code":
-        from .authorise import device_code_flow
-
-        return device_code_flow(client, sys.stdout)
-    from .authorise import auth_code_flow
-
-    return auth_code_flow(client, account, sys.stdout, sys.stdin, open_browser=not no_browser)
-
-
-def account_passwd(account: AccountConfig, store: Store, ask: PasswordSource) -> int:
-    old = ask(f"Current local password for {account.username}: ", False)
-    new = ask(f"New local password for {account.username}: ", True)
-    try:
-        store.change_password(account.username, old, new)
-    except WrongPassword:
-        print(f"xoauth2-proxy: wrong current password for {account.username}; nothing changed",
-              file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{account.username}: local password changed")
-    return EXIT_OK
-
-
-def account_remove(account: AccountConfig, store: Store) -> int:
-    if store.remove(account.username):
-        print(f"{account.username}: stored credentials removed")
-        return EXIT_OK
-    print(f"xoauth2-proxy: {account.username} has no stored credentials", file=sys.stderr)
-    return EXIT_FAILED
-
-
-def account_list(config: Config, store: Store, out: TextIO) -> int:
-    stored = {meta.username.lower(): meta for meta in store.list_meta()}
-    rows = [("USER", "FLOW", "MAILBOX", "STATE", "ACCESS TOKEN")]
-    for name, account in sorted(config.accounts.items()):
-        meta = stored.pop(name, None)
-        rows.append((account.username, account.flow, account.mailbox, *_describe(meta)))
-    for meta in stored.values():  # stored, but no longer in the config
-        rows.append((meta.username, meta.flow, meta.mailbox, "not in config", "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() + "\n")
-    for row in rows[1:]:
-        if row[3] == NEEDS_REAUTH:
-            out.write(f"{row[0]}: Microsoft refused its stored sign-in; "
-                      f"run: xoauth2-proxy account add {row[0]}\n")
-    return EXIT_OK
-
-
-NEEDS_REAUTH = "needs re-authorisation"
-
-
-def _describe(meta: AccountMeta | None) -> tuple[str, str]:
-    if meta is None:
-        return "not added", "-"
-    state = NEEDS_REAUTH if meta.state == "needs_reauth" else "ok"
-    expires = meta.access_expires_at
-    if expires is None:
-        token = "none"
-    elif expires <= time.time():
-        token = "expired (renewed at next login)"
-    else:
-        token = "valid until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(expires))
-    return state, token

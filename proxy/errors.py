@@ -33,6 +33,10 @@ class ConfigError(ProxyError):
     """The configuration file is not valid."""
 
 
+class UsageError(Exception):
+    """The command line cannot be carried out as given (exit code 2, like a ConfigError)."""
+
+
 # -- credentials: the device's password is wrong, or the account must be authorised again --
 
 
@@ -85,7 +89,7 @@ class AccountNotReady(TemporaryFailure):
     """This account has no stored credentials yet; run: xoauth2-proxy account add."""
 
 
-# -- the credential store (proxy/store.py) --
+# -- the credential store (proxy.store) --
 
 
 class StoreFileInvalid(ProxyError):
@@ -100,7 +104,7 @@ class StaleKey(WrongPassword):
     """The account's local password was changed since this key was derived."""
 
 
-# -- OAuth2 (proxy.oauth): throttling with a delay, and interactive sign-in outcomes --
+# -- OAuth2 (proxy.entra): throttling with a delay, and interactive sign-in outcomes --
 
 
 class TokenEndpointThrottled(Throttled):

@@ -1,4 +1,4 @@
-"""One log format for Twisted's logger and for the standard library's (used by proxy.oauth).
+"""One log format for Twisted's logger and for the standard library's (used by proxy.entra).
 
 Lines go to standard error, which journald and Docker both collect. Nothing logged anywhere in
 the proxy carries a password, a token or an XOAUTH2 string; the messages are built for that.
@@ -47,7 +47,7 @@ def start_logging(verbose: bool = False, quiet: bool = False, stream: TextIO | N
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(_LineObserver(out), [predicate])], redirectStandardIO=False
     )
-    # The standard library's loggers (proxy.oauth) feed the same observer via Twisted's bridge.
+    # The standard library's loggers (proxy.entra) feed the same observer via Twisted's bridge.
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(message)s",
                                            "%Y-%m-%d %H:%M:%S"))

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 
 from proxy.config import (
     APP_ONLY_SCOPE,
@@ -17,6 +18,7 @@ from proxy.config import (
     endpoint_parts,
     load_config,
 )
+from proxy.entra.client import EntraClient
 from proxy.errors import ConfigError
 
 IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
@@ -154,7 +156,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert alice.mailbox == "shared@contoso.com"
     assert alice.scopes == (IMAP_SCOPE, POP_SCOPE, SMTP_SCOPE, "offline_access")
     assert alice.authority == DEFAULT_AUTHORITY
-    assert alice.token_url == (
+    assert EntraClient(alice, requests.Session()).endpoint("token") == (
         "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
     )
     bob = config.account("bob@contoso.com")

@@ -9,19 +9,22 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from proxy.actions import LoggedIn
 from proxy.config import Limits, ListenerConfig
 from proxy.errors import UpstreamUnavailable, WrongPassword
-from proxy.front import FrontFactory, FrontProtocol
+from proxy.glue.front import FrontFactory, FrontProtocol
+from proxy.glue.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
+from proxy.glue.signed_in import SignedIn
+from proxy.glue.upstream_connection import SignedInUpstream, UpstreamProtocol, UpstreamTarget
 from proxy.imap.session import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.protocols import IMAP_BUSY
-from proxy.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
-from proxy.upstream import UpstreamProtocol, UpstreamTarget
 
 TARGET = UpstreamTarget("upstream.example", 993, True)
+NO_CAPABILITIES = LoggedIn()
 
 
 class ScriptedGateway:
@@ -30,23 +33,24 @@ class ScriptedGateway:
     def __init__(self) -> None:
         self.attempts: list[tuple[str, defer.Deferred[Any]]] = []
 
-    async def login(
-        self, username: str, password: str, source: str
-    ) -> tuple[UpstreamProtocol, LoggedIn]:
+    async def login(self, username: str, password: str, source: str) -> SignedIn:
         d: defer.Deferred[Any] = defer.Deferred()
         self.attempts.append((username, d))
-        result: tuple[UpstreamProtocol, LoggedIn] = await d
+        result: SignedIn = await d
         return result
 
 
-def connected_upstream(leftover: bytes = b"") -> tuple[UpstreamProtocol, StringTransport]:
+def connected_upstream(
+    clock: MemoryReactorClock, leftover: bytes = b"", logged_in: LoggedIn = NO_CAPABILITIES
+) -> tuple[SignedInUpstream, UpstreamProtocol, StringTransport]:
+    """A signed-in upstream over a StringTransport, as connect_upstream returns it."""
     core = ImapUpstreamLogin("alice@example.com", "token")
     core.take_unparsed = lambda: leftover  # type: ignore[method-assign]
     upstream = UpstreamProtocol(core, TARGET)
     transport = StringTransport()
     upstream.makeConnection(transport)
-    upstream.outcome.callback(LoggedIn())  # as connect_upstream leaves it: signed in
-    return upstream, transport
+    upstream.outcome.callback(logged_in)
+    return SignedInUpstream(upstream, logged_in, clock), upstream, transport
 
 
 DEFAULT_LIMITS = Limits()
@@ -92,14 +96,16 @@ def test_login_pauses_the_client_until_the_outcome_is_known() -> None:
     assert [name for name, _ in gateway.attempts] == ["alice"]
 
 
-def test_success_splices_with_pipelined_bytes_first_and_flow_control() -> None:
+def test_success_relays_with_pipelined_bytes_first_and_flow_control() -> None:
     """After login the OK goes out, pipelined commands reach the upstream first, both
     transports produce for each other, and the client is read again."""
-    protocol, transport, gateway, _ = front()
+    protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\na2 SELECT INBOX\r\n")
-    upstream, upstream_transport = connected_upstream(leftover=b"* 1 EXISTS\r\n")
+    signed_in, upstream, upstream_transport = connected_upstream(
+        clock, leftover=b"* 1 EXISTS\r\n", logged_in=LoggedIn(("IMAP4rev1", "IDLE"))
+    )
     transport.clear()
-    gateway.attempts[0][1].callback((upstream, LoggedIn(("IMAP4rev1", "IDLE"))))
+    gateway.attempts[0][1].callback(signed_in)
     assert transport.value() == b"a1 OK [CAPABILITY IMAP4rev1 IDLE] LOGIN completed\r\n* 1 EXISTS\r\n"
     assert upstream_transport.value() == b"a2 SELECT INBOX\r\n"
     assert transport.producer is upstream_transport
@@ -131,34 +137,48 @@ def test_temporary_failure_is_unavailable_not_a_password_failure() -> None:
 
 
 def test_unexpected_error_is_temporary_and_logged_not_raised() -> None:
-    """A bug in the login path becomes NO [UNAVAILABLE], never a crash or a password failure."""
-    protocol, transport, gateway, _ = front()
-    protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    transport.clear()
-    gateway.attempts[0][1].errback(RuntimeError("boom"))
+    """A bug in the login path becomes NO [UNAVAILABLE], never a crash or a password failure;
+    it is logged once, and the login's Deferred ends handled (no "Unhandled error" later)."""
+    logged: list[tuple[str, type]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            logged.append((event["log_format"], event["log_failure"].type))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        protocol, transport, gateway, _ = front()
+        protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
+        login = protocol._pending_login
+        assert login is not None
+        transport.clear()
+        gateway.attempts[0][1].errback(RuntimeError("boom"))
+    finally:
+        globalLogPublisher.removeObserver(observe)
     assert transport.value().startswith(b"a1 NO [UNAVAILABLE]")
     assert b"boom" not in transport.value()
-    import gc
-
-    gc.collect()  # the logged failure must not linger as an unhandled error
+    assert logged == [("{label} unexpected error during login", RuntimeError)]
+    outcome: list[object] = []
+    login.addBoth(outcome.append)
+    assert outcome == [None]
 
 
 def test_client_gone_during_login_closes_the_new_upstream() -> None:
     """If the client disconnects while the upstream signs in, that upstream is closed."""
-    protocol, transport, gateway, _ = front()
+    protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
     protocol.connectionLost(Failure(ConnectionDone()))
-    upstream, upstream_transport = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, _, upstream_transport = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     assert upstream_transport.disconnecting
 
 
 def test_upstream_closing_closes_the_client() -> None:
     """When the upstream goes, the client is disconnected after what was sent is flushed."""
-    protocol, transport, gateway, _ = front()
+    protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    upstream, _ = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, upstream, _ = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     upstream.connectionLost(Failure(ConnectionDone()))
     assert transport.disconnecting
 
@@ -167,8 +187,8 @@ def test_idle_relay_is_closed_only_after_the_idle_timeout() -> None:
     """A silent relayed session survives 31 minutes (IMAP IDLE) and is closed after the timeout."""
     protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    upstream, upstream_transport = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, upstream, upstream_transport = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     clock.advance(31 * 60)
     assert not transport.disconnecting
     protocol.dataReceived(b"a2 NOOP\r\n")  # activity postpones the timeout
@@ -183,8 +203,8 @@ def test_client_half_close_leaves_the_upstream_time_to_answer() -> None:
     are closed once the far side has been silent for the drain time."""
     protocol, transport, gateway, clock = front()
     protocol.dataReceived(b"a1 LOGIN alice secret\r\n")
-    upstream, upstream_transport = connected_upstream()
-    gateway.attempts[0][1].callback((upstream, LoggedIn()))
+    signed_in, upstream, upstream_transport = connected_upstream(clock)
+    gateway.attempts[0][1].callback(signed_in)
     protocol.dataReceived(b"a2 LOGOUT\r\n")
     protocol.readConnectionLost()
     clock.advance(DRAIN_TIMEOUT - 1)

@@ -1,4 +1,4 @@
-"""proxy.oauth: answer parsing, error explanations, and every flow against a local fake Entra ID."""
+"""proxy.entra: answer parsing, error explanations, and every flow against a local fake Entra ID."""
 
 from __future__ import annotations
 
@@ -21,8 +21,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from proxy.aadsts import EXPLANATIONS, first_line
 from proxy.config import APP_ONLY_SCOPE, DELEGATED_SCOPES, AccountConfig
+from proxy.entra.aadsts import EXPLANATIONS, explain, first_line
+from proxy.entra.answers import (
+    AuthRequest,
+    DeviceCode,
+    TokenSet,
+    parse_device_code_response,
+    parse_token_response,
+    retry_after_seconds,
+)
+from proxy.entra.client import EntraClient
 from proxy.errors import (
     AuthorisationDeclined,
     AuthorisationExpired,
@@ -37,16 +46,6 @@ from proxy.errors import (
     TokenEndpointUnavailable,
     TokenRequestRefused,
 )
-from proxy.oauth import (
-    AuthRequest,
-    DeviceCode,
-    EntraClient,
-    TokenSet,
-    explain,
-    parse_device_code_response,
-    parse_token_response,
-)
-from proxy.oauth_answers import retry_after_seconds
 from tests.support.fake_entra import FakeEntra
 from tests.support.jwt import mint_hs256
 from tests.support.ports import free_port

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import AccountNotReady, StaleKey, StoreFileInvalid, WrongPassword
-from proxy.store import AccountMeta, ScryptParams, Secrets, Store, UnlockKey
+from proxy.store import AccountMeta, FileStore, ScryptParams, Secrets, UnlockKey
 
 FAST = ScryptParams(n=16, r=1, p=1)
 ALICE = "alice@contoso.com"
@@ -32,22 +32,22 @@ SECRETS = Secrets(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store", kdf=FAST)
+def store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "store", kdf=FAST)
 
 
-def add(store: Store, username: str = ALICE, password: str = "pw", **meta: Any) -> UnlockKey:
+def add(store: FileStore, username: str = ALICE, password: str = "pw", **meta: Any) -> UnlockKey:
     key = store.new_key(password)
     store.save(username, key, SECRETS, AccountMeta(username, username, "device_code", **meta))
     return key
 
 
-def document(store: Store, username: str = ALICE) -> dict[str, Any]:
+def document(store: FileStore, username: str = ALICE) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(store.path(username).read_bytes())
     return data
 
 
-def rewrite(store: Store, data: dict[str, Any], username: str = ALICE) -> None:
+def rewrite(store: FileStore, data: dict[str, Any], username: str = ALICE) -> None:
     store.path(username).write_text(json.dumps(data))
 
 
@@ -64,13 +64,13 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
         os.umask(old)
 
 
-def test_round_trip(store: Store) -> None:
+def test_round_trip(store: FileStore) -> None:
     """Secrets saved under a password come back with a key derived from the same password."""
     add(store)
     assert store.load(ALICE, store.derive_key(ALICE, "pw")) == SECRETS
 
 
-def test_wrong_password_leaves_file_untouched(store: Store) -> None:
+def test_wrong_password_leaves_file_untouched(store: FileStore) -> None:
     """A wrong password raises WrongPassword and leaves the file byte-identical, no temp files."""
     add(store)
     before = store.path(ALICE).read_bytes()
@@ -85,7 +85,7 @@ def test_wrong_password_leaves_file_untouched(store: Store) -> None:
 @pytest.mark.parametrize("umask", [0, 0o777], indirect=True)
 def test_modes_regardless_of_umask(tmp_path: Path, umask: int) -> None:
     """Folders are 0700 and the account and lock files 0600 whatever the umask is."""
-    store = Store(tmp_path / "store", kdf=FAST)
+    store = FileStore(tmp_path / "store", kdf=FAST)
     add(store)
     store.update_meta(ALICE, state="needs_reauth")
     assert mode(store.root) == 0o700
@@ -94,7 +94,7 @@ def test_modes_regardless_of_umask(tmp_path: Path, umask: int) -> None:
     assert mode(store.path(ALICE).with_suffix(".lock")) == 0o600
 
 
-def test_existing_accounts_folder_is_tightened(store: Store) -> None:
+def test_existing_accounts_folder_is_tightened(store: FileStore) -> None:
     """An accounts folder found with looser permissions is set back to 0700 on the next write."""
     store.accounts.mkdir(parents=True)
     store.accounts.chmod(0o755)
@@ -102,7 +102,7 @@ def test_existing_accounts_folder_is_tightened(store: Store) -> None:
     assert mode(store.accounts) == 0o700
 
 
-def test_meta_readable_without_password(store: Store) -> None:
+def test_meta_readable_without_password(store: FileStore) -> None:
     """Meta (user, mailbox, flow, state, expiry, token presence) is readable without the password."""
     key = store.new_key("pw")
     store.save(ALICE, key, SECRETS, AccountMeta(ALICE, "shared@contoso.com", "auth_code"))
@@ -122,7 +122,7 @@ def test_meta_readable_without_password(store: Store) -> None:
     assert b"R-secret-refresh" not in store.path(ALICE).read_bytes()
 
 
-def test_meta_follows_secrets(store: Store) -> None:
+def test_meta_follows_secrets(store: FileStore) -> None:
     """save() takes access_expires_at and refresh_token_present from the secrets, not the caller."""
     key = add(store)
     meta = store.save(ALICE, key, Secrets(access_token="a", access_expires_at=5.0))
@@ -130,7 +130,7 @@ def test_meta_follows_secrets(store: Store) -> None:
     assert store.read_meta(ALICE) == meta
 
 
-def test_missing_account(store: Store) -> None:
+def test_missing_account(store: FileStore) -> None:
     """An account without a file: exists False, no meta, and AccountNotReady naming the fix."""
     assert not store.exists(ALICE)
     assert store.read_meta(ALICE) is None
@@ -144,7 +144,7 @@ def test_missing_account(store: Store) -> None:
     assert not store.root.exists()  # reading never creates the store
 
 
-def test_update_meta_keeps_ciphertext(store: Store) -> None:
+def test_update_meta_keeps_ciphertext(store: FileStore) -> None:
     """update_meta changes meta only: the ciphertext is unchanged and still decrypts."""
     key = add(store)
     before = document(store)
@@ -157,7 +157,7 @@ def test_update_meta_keeps_ciphertext(store: Store) -> None:
     assert store.load(ALICE, key) == SECRETS
 
 
-def test_update_meta_rejects_bad_changes(store: Store) -> None:
+def test_update_meta_rejects_bad_changes(store: FileStore) -> None:
     """update_meta refuses unknown or fixed fields and invalid states, and writes nothing."""
     add(store)
     before = store.path(ALICE).read_bytes()
@@ -170,7 +170,7 @@ def test_update_meta_rejects_bad_changes(store: Store) -> None:
     assert store.path(ALICE).read_bytes() == before
 
 
-def test_file_copied_to_other_account_fails(store: Store) -> None:
+def test_file_copied_to_other_account_fails(store: FileStore) -> None:
     """A file copied onto another account fails to decrypt even with its meta edited to match."""
     add(store)
     bob = "bob@contoso.com"
@@ -184,7 +184,7 @@ def test_file_copied_to_other_account_fails(store: Store) -> None:
         store.load(bob, store.derive_key(bob, "pw"))
 
 
-def test_change_password(store: Store) -> None:
+def test_change_password(store: FileStore) -> None:
     """change_password re-encrypts under a new salt: the new password works, the old does not."""
     old_key = add(store)
     new_key = store.change_password(ALICE, "pw", "new pw")
@@ -196,7 +196,7 @@ def test_change_password(store: Store) -> None:
         store.load(ALICE, old_key)
 
 
-def test_change_password_wrong_old_password(store: Store) -> None:
+def test_change_password_wrong_old_password(store: FileStore) -> None:
     """change_password with a wrong old password raises WrongPassword and changes nothing."""
     add(store)
     before = store.path(ALICE).read_bytes()
@@ -205,7 +205,7 @@ def test_change_password_wrong_old_password(store: Store) -> None:
     assert store.path(ALICE).read_bytes() == before
 
 
-def test_remove(store: Store) -> None:
+def test_remove(store: FileStore) -> None:
     """remove() deletes the account's file and says whether there was one."""
     add(store)
     add(store, "bob@contoso.com")
@@ -216,7 +216,7 @@ def test_remove(store: Store) -> None:
     assert [m.username for m in store.list_meta()] == ["bob@contoso.com"]
 
 
-def test_crash_before_replace_keeps_old_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_before_replace_keeps_old_file(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure between writing the temp file and os.replace leaves the old file intact."""
     key = add(store)
     before = store.path(ALICE).read_bytes()
@@ -233,7 +233,7 @@ def test_crash_before_replace_keeps_old_file(store: Store, monkeypatch: pytest.M
     assert not list(store.accounts.glob("*.tmp"))
 
 
-def test_leftover_temp_file_ignored_then_cleaned(store: Store) -> None:
+def test_leftover_temp_file_ignored_then_cleaned(store: FileStore) -> None:
     """A temp file left by a crash is ignored by list_meta and removed by the next save."""
     key = add(store)
     leftover = store.accounts / f"{store.path(ALICE).stem}.abc_123.tmp"
@@ -244,7 +244,7 @@ def test_leftover_temp_file_ignored_then_cleaned(store: Store) -> None:
     assert store.load(ALICE, key) == SECRETS
 
 
-def test_fresh_nonce_every_save(store: Store) -> None:
+def test_fresh_nonce_every_save(store: FileStore) -> None:
     """Saving the same secrets with the same key twice uses a new nonce each time."""
     key = add(store)
     first = document(store)
@@ -255,7 +255,7 @@ def test_fresh_nonce_every_save(store: Store) -> None:
     assert first["kdf"] == second["kdf"]
 
 
-def test_user_names_are_case_insensitive_and_safe(store: Store) -> None:
+def test_user_names_are_case_insensitive_and_safe(store: FileStore) -> None:
     """User names are lower-cased, and any name maps to a fixed-length file inside accounts/."""
     key = add(store, "Alice@Contoso.COM")
     assert store.read_meta(ALICE) is not None
@@ -268,7 +268,7 @@ def test_user_names_are_case_insensitive_and_safe(store: Store) -> None:
         store.path("")
 
 
-def test_unknown_format_version(store: Store) -> None:
+def test_unknown_format_version(store: FileStore) -> None:
     """A file with a newer format version gives StoreFileInvalid naming the file and the fix."""
     add(store)
     data = document(store)
@@ -291,7 +291,7 @@ def test_unknown_format_version(store: Store) -> None:
     ("field", "value", "expected"),
     [("kdf", {"name": "argon2id"}, "'argon2id'"), ("cipher", "ChaCha20-Poly1305", "ChaCha20")],
 )
-def test_unknown_kdf_or_cipher(store: Store, field: str, value: object, expected: str) -> None:
+def test_unknown_kdf_or_cipher(store: FileStore, field: str, value: object, expected: str) -> None:
     """An unknown key derivation or cipher gives StoreFileInvalid naming it and the file."""
     add(store)
     data = document(store)
@@ -302,7 +302,7 @@ def test_unknown_kdf_or_cipher(store: Store, field: str, value: object, expected
     assert str(store.path(ALICE)) in caught.value.message
 
 
-def test_truncated_file(store: Store) -> None:
+def test_truncated_file(store: FileStore) -> None:
     """A truncated file gives StoreFileInvalid naming the file and how to recover, not a traceback."""
     add(store)
     raw = store.path(ALICE).read_bytes()
@@ -328,7 +328,7 @@ def test_truncated_file(store: Store) -> None:
         lambda d: d.update(format="1"),
     ],
 )
-def test_damaged_fields(store: Store, damage: Any) -> None:
+def test_damaged_fields(store: FileStore, damage: Any) -> None:
     """Missing or invalid fields give StoreFileInvalid, never a KeyError or a WrongPassword."""
     add(store)
     data = document(store)
@@ -338,7 +338,7 @@ def test_damaged_fields(store: Store, damage: Any) -> None:
         store.derive_key(ALICE, "pw")
 
 
-def test_tampered_ciphertext_is_wrong_password(store: Store) -> None:
+def test_tampered_ciphertext_is_wrong_password(store: FileStore) -> None:
     """A flipped ciphertext bit fails authentication like a wrong password, and nothing is written."""
     key = add(store)
     data = document(store)
@@ -354,7 +354,7 @@ def test_tampered_ciphertext_is_wrong_password(store: Store) -> None:
 
 def test_default_scrypt_parameters(tmp_path: Path) -> None:
     """By default keys use scrypt n=2**15, r=8, p=1 with a 16-byte salt, recorded in the file."""
-    store = Store(tmp_path)
+    store = FileStore(tmp_path)
     started = time.perf_counter()
     key = store.new_key("pw")
     elapsed = time.perf_counter() - started
@@ -374,14 +374,14 @@ def test_default_scrypt_parameters(tmp_path: Path) -> None:
 
 def test_file_parameters_win_over_store_defaults(tmp_path: Path) -> None:
     """derive_key uses the salt and cost recorded in the file, so defaults can change later."""
-    old = Store(tmp_path, kdf=ScryptParams(n=32, r=2, p=1))
+    old = FileStore(tmp_path, kdf=ScryptParams(n=32, r=2, p=1))
     key = add(old)
-    newer = Store(tmp_path, kdf=FAST)
+    newer = FileStore(tmp_path, kdf=FAST)
     assert newer.derive_key(ALICE, "pw") == key
     assert newer.load(ALICE, newer.derive_key(ALICE, "pw")) == SECRETS
 
 
-def test_reprs_hide_secrets(store: Store) -> None:
+def test_reprs_hide_secrets(store: FileStore) -> None:
     """repr of Secrets and UnlockKey never shows tokens, extra values or key bytes."""
     key = store.new_key("pw")
     text = repr(SECRETS) + str(SECRETS) + repr(key)
@@ -390,7 +390,7 @@ def test_reprs_hide_secrets(store: Store) -> None:
     assert "access_expires_at=1900000000.5" in repr(SECRETS)
 
 
-def test_lock_excludes_other_open_files(store: Store) -> None:
+def test_lock_excludes_other_open_files(store: FileStore) -> None:
     """While lock() is held, another flock on the sidecar (another process) cannot get it."""
     with store.lock(ALICE):
         other = os.open(store.path(ALICE).with_suffix(".lock"), os.O_RDWR)
@@ -406,7 +406,7 @@ def test_lock_excludes_other_open_files(store: Store) -> None:
         os.close(other)
 
 
-def test_lock_is_reentrant_and_excludes_threads(store: Store) -> None:
+def test_lock_is_reentrant_and_excludes_threads(store: FileStore) -> None:
     """The same thread may save inside lock(); another thread waits until it is released."""
     key = add(store)
     events: list[str] = []
@@ -449,7 +449,7 @@ json_values = st.recursive(
     ),
     password=st.text(),
 )
-def test_arbitrary_secrets_round_trip(store: Store, secrets: Secrets, password: str) -> None:
+def test_arbitrary_secrets_round_trip(store: FileStore, secrets: Secrets, password: str) -> None:
     """Any Secrets (any text tokens and JSON extra) and any password round-trip exactly."""
     store.save(ALICE, store.new_key(password), secrets, AccountMeta(ALICE, ALICE, "auth_code"))
     assert store.load(ALICE, store.derive_key(ALICE, password)) == secrets
@@ -457,8 +457,8 @@ def test_arbitrary_secrets_round_trip(store: Store, secrets: Secrets, password: 
 
 def test_store_copy_keeps_working(tmp_path: Path) -> None:
     """A store folder copied elsewhere (backup, restore) still opens with the same password."""
-    store = Store(tmp_path / "a", kdf=FAST)
+    store = FileStore(tmp_path / "a", kdf=FAST)
     add(store)
     shutil.copytree(store.root, tmp_path / "b")
-    copy = Store(tmp_path / "b", kdf=FAST)
+    copy = FileStore(tmp_path / "b", kdf=FAST)
     assert copy.load(ALICE, copy.derive_key(ALICE, "pw")) == SECRETS

@@ -23,10 +23,10 @@ from twisted.internet import defer, threads
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.ssl import PrivateCertificate
 
-from ..cli import account_add
+from ..commands.accounts import account_add
 from ..config import Config, load_config
-from ..service import make_service
-from ..store import Store
+from ..glue.listeners import make_service
+from ..store import open_store
 from .authority import DemoAuthority
 from .certs import make_certificates
 from .imap_server import imap_factory
@@ -132,7 +132,7 @@ def _run(reactor: Any, folder: Path, self_test: bool) -> int:
 
 async def _start_proxy(reactor: Any, config: Config, folder: Path) -> None:
     account = config.account(USER)
-    store = Store(config.store_path)
+    store = open_store(config)
     print("Authorising the demo account as `xoauth2-proxy account add` does (client "
           "credentials, against the demo authority):", flush=True)
     # account_add blocks (a token request with requests, scrypt): never on the reactor thread.

@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from proxy.authorise import auth_code_flow
 from proxy.config import AccountConfig
+from proxy.entra.auth_code import auth_code_flow
+from proxy.entra.client import EntraClient
 from proxy.errors import AuthorisationExpired, AuthorisationFailed
-from proxy.oauth import EntraClient
 from tests.integration.conftest import TENANT, World
 from tests.support.fake_entra import FakeEntra
 from tests.support.flows import (
@@ -324,9 +324,9 @@ def test_outage_during_refresh_keeps_the_stored_tokens(flows: Flows) -> None:
     finally:
         entra.access_token_lifetime = lifetime
     time.sleep(1.1)  # the stored access token has expired: no fallback to it
-    from proxy.store import Store
+    from proxy.store import FileStore
 
-    path = Store(flows.proxy.workdir / "store").path(OUTAGE)
+    path = FileStore(flows.proxy.workdir / "store").path(OUTAGE)
     before = path.read_bytes()
     entra.fail_next(1, "500")
     refused = login_refusal(flows.port, OUTAGE, PASSWORD)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.store import Store
+from proxy.store import FileStore
 from tests.integration.conftest import TENANT
 from tests.support.dovecot import Dovecot
 from tests.support.fake_entra import FakeEntra
@@ -102,7 +102,7 @@ class Safety:
 
     def store_secrets(self, user: str) -> tuple[str | None, str | None]:
         """(refresh token, access token) in the account's file, decrypted with the password."""
-        store = Store(self.workdir / "store")
+        store = FileStore(self.workdir / "store")
         secrets = store.load(user, store.derive_key(user, PASSWORD))
         return secrets.refresh_token, secrets.access_token
 

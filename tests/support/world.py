@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.broker import BACKOFF_FIRST, MIN_REMAINING
 from proxy.sasl import xoauth2
+from proxy.tokens.broker import BACKOFF_FIRST, MIN_REMAINING
 from tests.support.dovecot import Dovecot
 from tests.support.fake_entra import FakeEntra
 from tests.support.forwarder import CountingForwarder

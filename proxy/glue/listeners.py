@@ -1,64 +1,45 @@
-"""The running proxy: a listener per [[listener]], one token broker, one thread pool."""
+"""The running proxy as a Twisted service: a listener per [[listener]], one token broker, one
+thread pool for the blocking work."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet import threads
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
-from .broker import RunBlocking, TokenBroker
-from .config import Config, Limits, ListenerConfig
-from .front import FrontFactory, log
+from ..config import Config, Limits, ListenerConfig
+from ..protocols import cores_for
+from ..store import open_store
+from ..throttle import LoginThrottle, ThrottleSettings
+from ..tokens.blocking import ThreadPoolService, blocking_runner
+from ..tokens.broker import TokenBroker
+from .front import FrontFactory
+from .front_tls import server_certificate, server_tls_options
 from .gateway import Gateway
-from .localtls import server_certificate, server_tls_options
-from .protocols import cores_for
-from .store import Store
-from .throttle import LoginThrottle, ThrottleSettings
-from .upstream import UpstreamTarget
+from .upstream_connection import UpstreamTarget, upstream_sign_in
 
 # requests and scrypt block; they run here, never on the reactor thread.
 THREADS = 8
 
-
-class ThreadPoolService(service.Service):
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        self.pool.stop()
-
-
-def blocking_runner(reactor: Any, pool: ThreadPool) -> RunBlocking:
-    """Runs blocking work (requests, scrypt, file writes) in `pool`, off the reactor thread."""
-
-    def run_blocking(work: Callable[[], Any]) -> Deferred[Any]:
-        return threads.deferToThreadPool(reactor, pool, work)
-
-    return run_blocking
+log = Logger(namespace="xoauth2-proxy")
 
 
 def make_service(config: Config, reactor: Any) -> service.MultiService:
     root = service.MultiService()
     pool = ThreadPool(minthreads=0, maxthreads=THREADS, name="xoauth2-proxy")
     ThreadPoolService(pool).setServiceParent(root)  # type: ignore[no-untyped-call]
-    broker = TokenBroker(config, Store(config.store_path), blocking_runner(reactor, pool))
+    broker = TokenBroker(config, open_store(config), blocking_runner(reactor, pool))
     throttle = LoginThrottle(throttle_settings(config.limits))
     for listener in config.listeners:
         target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
-        cores = cores_for(listener, target)
-        gateway = Gateway(reactor, broker, target, cores.make_login, throttle)
+        cores = cores_for(listener.protocol, target.implicit_tls)
+        sign_in = upstream_sign_in(reactor, target, cores.make_login)
+        gateway = Gateway(reactor, broker, sign_in, throttle)
         server_tls = _server_tls(listener, config)
         factory: IProtocolFactory = FrontFactory(
             listener, cores.make_session, gateway, reactor, config.limits, cores.busy,

@@ -3,7 +3,6 @@ configured listener's upstream, with a plain verdict per step."""
 
 from __future__ import annotations
 
-import time
 from typing import TextIO
 
 from twisted.internet import defer
@@ -11,64 +10,40 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from .broker import TokenBroker
-from .config import AccountConfig, Config, ListenerConfig
-from .errors import ProxyError, UpstreamUnavailable
-from .protocols import Probe, cores_for
-from .service import blocking_runner
-from .store import Store
-from .upstream import UpstreamTarget, connect_upstream
+from ..config import AccountConfig, Config, ListenerConfig
+from ..errors import ProxyError
+from ..glue.upstream_connection import UpstreamTarget, connect_upstream
+from ..protocols import cores_for
+from ..store import Store
+from ..tokens.blocking import blocking_runner
+from ..tokens.broker import TokenBroker
+from . import EXIT_FAILED, EXIT_OK
+from .accounts import local_time
+from .probes import PROBES, ProbeReader
 
 PROBE_TIMEOUT = 30.0
-
-
-class _ProbeReader:
-    """Sends the probe command once logged in and waits for its answer."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-        self.answer: defer.Deferred[str] = defer.Deferred()
-        self._buffer = b""
-
-    def from_upstream(self, data: bytes) -> None:
-        self._buffer += data
-        while b"\n" in self._buffer and not self.answer.called:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            text = line.decode("utf-8", "replace").strip()
-            verdict = self.probe.verdict(text)
-            if verdict is True:
-                self.answer.callback(text)
-            elif verdict is False:
-                self.answer.errback(UpstreamUnavailable(f"{self.probe.name} failed: {text[:200]}"))
-
-    def upstream_read_closed(self) -> None:
-        self.upstream_lost()
-
-    def upstream_lost(self) -> None:
-        if not self.answer.called:
-            self.answer.errback(UpstreamUnavailable("the server closed the connection"))
 
 
 async def _check_listener(
     reactor: IReactorTime, listener: ListenerConfig, timeout: float, mailbox: str, token: str
 ) -> str:
     target = UpstreamTarget.from_listener(listener, timeout)
-    cores = cores_for(listener, target)
-    upstream, _ = await connect_upstream(reactor, target, lambda: cores.make_login(mailbox, token))
-    reader = _ProbeReader(cores.probe)
-    upstream.splice = reader
-    leftover = upstream.core.take_unparsed()
-    upstream.stream.write(cores.probe.command)
-    if leftover:
-        reader.from_upstream(leftover)
+    cores = cores_for(listener.protocol, target.implicit_tls)
+    signed_in = await connect_upstream(reactor, target, lambda: cores.make_login(mailbox, token))
+    probe = PROBES[listener.protocol]
+    reader = ProbeReader(probe)
+    upstream = signed_in.connection.hand_over(reader)
+    upstream.transport.write(probe.command)
+    if upstream.unparsed:
+        reader.from_upstream(upstream.unparsed)
     timer = reactor.callLater(PROBE_TIMEOUT, reader.upstream_lost)
     try:
         answer = await reader.answer
     finally:
         if timer.active():
             timer.cancel()
-        upstream.stream.write(cores.probe.goodbye)
-        upstream.stream.loseConnection()
+        upstream.transport.write(probe.goodbye)
+        upstream.transport.loseConnection()
     return answer
 
 
@@ -92,7 +67,7 @@ def check_account(
                 return
             expires = store.read_meta(account.username)
             when = (
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(expires.access_expires_at))
+                local_time(expires.access_expires_at)
                 if expires and expires.access_expires_at else "unknown"
             )
             out.write(f"token: ok ({account.flow}, valid until {when})\n")
@@ -126,4 +101,4 @@ def check_account(
     reactor.callWhenRunning(start)
     reactor.run()
     out.write("verdict: " + ("all checks passed\n" if not failures else "FAILED\n"))
-    return 0 if not failures else 1
+    return EXIT_OK if not failures else EXIT_FAILED

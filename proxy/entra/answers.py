@@ -15,8 +15,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..errors import AuthorisationDeclined, AuthorisationFailed, TokenEndpointUnavailable
 from .aadsts import explain
-from .errors import AuthorisationDeclined, AuthorisationFailed, TokenEndpointUnavailable
 
 DEFAULT_EXPIRES_IN = 3600  # Entra always sends expires_in; an hour is its usual value
 DEFAULT_DEVICE_EXPIRES_IN = 900

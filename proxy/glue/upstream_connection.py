@@ -1,14 +1,15 @@
-"""Connecting to the upstream server and running a protocol's XOAUTH2 login on it.
+"""The upstream side: connecting to the mail server and running a protocol's XOAUTH2 login.
 
 The connection is made only once the local password has been checked and a token is in hand.
-`connect_upstream` returns a connected `UpstreamProtocol` whose login succeeded, ready to be
-spliced to the client; every way this can fail becomes a TemporaryFailure with a reason.
+`connect_upstream` returns a SignedInUpstream: a connection whose login succeeded, ready to be
+handed over to the relay (or to `account check`'s probe); every way this can fail becomes a
+TemporaryFailure with a reason.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol as TypingProtocol
@@ -26,11 +27,13 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
-from .config import ListenerConfig, endpoint_parts
-from .errors import UpstreamUnavailable
-from .tls import client_tls_options, describe_tls_error
-from .transport import StreamProtocol
+from ..actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
+from ..config import ListenerConfig, endpoint_parts
+from ..errors import UpstreamUnavailable
+from .relay import Relay
+from .signed_in import ClientReader, SessionEnded, SignedIn, SignIn
+from .transport import StreamProtocol, StreamTransport
+from .upstream_tls import client_tls_options, describe_tls_error
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +71,8 @@ class UpstreamTarget:
 
 
 class UpstreamReader(TypingProtocol):
-    """What takes over the upstream's bytes after login: the relay, or `account check`."""
+    """What takes over the upstream's bytes and closes after login: the relay, or the probe of
+    `account check`."""
 
     def from_upstream(self, data: bytes) -> None: ...
 
@@ -77,19 +81,35 @@ class UpstreamReader(TypingProtocol):
     def upstream_lost(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Handover:
+    """What a reader gets when a signed-in connection is handed over to it."""
+
+    unparsed: bytes  # what the server sent after its login answer: the reader's, first
+    transport: StreamTransport  # the connection, to write to and to close
+
+
 @implementer(IHalfCloseableProtocol)
 class UpstreamProtocol(StreamProtocol):
-    """Runs the login core until it succeeds or fails, then hands over to the splice."""
+    """Runs the login core until it succeeds or fails; once handed over, passes everything
+    from the server to its reader."""
 
     def __init__(self, core: UpstreamLogin, target: UpstreamTarget) -> None:
         self.core = core
         self.target = target
         self.outcome: defer.Deferred[LoggedIn] = defer.Deferred()
-        self.splice: UpstreamReader | None = None
+        self.reader: UpstreamReader | None = None
+
+    def hand_over(self, reader: UpstreamReader) -> Handover:
+        """From now on every byte and close from the server goes to `reader`, which gets what
+        the login core left unparsed and the transport."""
+        assert self.outcome.called and self.reader is None, "hand over once, after the login"
+        self.reader = reader
+        return Handover(self.core.take_unparsed(), self.stream)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.splice is not None:
-            self.splice.from_upstream(data)
+        if self.reader is not None:
+            self.reader.from_upstream(data)
             return
         if self.outcome.called:
             return
@@ -106,8 +126,8 @@ class UpstreamProtocol(StreamProtocol):
                 self.stream.loseConnection()
 
     def readConnectionLost(self) -> None:
-        if self.splice is not None:
-            self.splice.upstream_read_closed()
+        if self.reader is not None:
+            self.reader.upstream_read_closed()
         else:
             self.stream.loseConnection()
 
@@ -115,8 +135,8 @@ class UpstreamProtocol(StreamProtocol):
         """Our side was half-closed (relaying the client's end); nothing more to do."""
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.splice is not None:
-            self.splice.upstream_lost()
+        if self.reader is not None:
+            self.reader.upstream_lost()
         if not self.outcome.called:
             self.outcome.errback(_lost_during_login(self.target, reason))
 
@@ -128,12 +148,37 @@ def _lost_during_login(target: UpstreamTarget, reason: Failure) -> UpstreamUnava
     return UpstreamUnavailable(f"The mail server {target.address} closed the connection during login")
 
 
+@dataclass(frozen=True, eq=False)
+class SignedInUpstream:
+    """A SignedIn over TCP: the client's stream is relayed to the signed-in connection."""
+
+    connection: UpstreamProtocol
+    logged_in: LoggedIn
+    clock: IReactorTime
+
+    @property
+    def peer(self) -> str:
+        return self.connection.target.address
+
+    def take_client(
+        self, client: StreamTransport, unparsed: bytes, on_end: SessionEnded
+    ) -> ClientReader:
+        relay = Relay(client, self.clock, on_end)
+        upstream = self.connection.hand_over(relay)
+        relay.start(upstream.transport, pending_to_upstream=unparsed,
+                    pending_to_client=upstream.unparsed)
+        return relay
+
+    def close(self) -> None:
+        self.connection.stream.loseConnection()
+
+
 async def connect_upstream(
     reactor: IReactorTime,
     target: UpstreamTarget,
     make_core: Callable[[], UpstreamLogin],
-) -> tuple[UpstreamProtocol, LoggedIn]:
-    """Connect, sign in, and return the protocol with the login outcome; raises ProxyError."""
+) -> SignedInUpstream:
+    """Connect and sign in; raises ProxyError."""
     protocol = UpstreamProtocol(make_core(), target)
     factory = Factory.forProtocol(lambda: protocol)
     factory.noisy = False  # one factory per login: "Starting factory" lines would flood the log
@@ -149,7 +194,18 @@ async def connect_upstream(
     finally:
         if timer.active():
             timer.cancel()
-    return protocol, logged_in
+    return SignedInUpstream(protocol, logged_in, reactor)
+
+
+def upstream_sign_in(
+    reactor: IReactorTime, target: UpstreamTarget, make_login: Callable[[str, str], UpstreamLogin]
+) -> SignIn:
+    """Signs in to `target` with the listener's login core, for the gateway."""
+
+    def sign_in(mailbox: str, token: str) -> Awaitable[SignedIn]:
+        return connect_upstream(reactor, target, lambda: make_login(mailbox, token))
+
+    return sign_in
 
 
 def _give_up(protocol: UpstreamProtocol) -> None:

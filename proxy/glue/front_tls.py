@@ -1,4 +1,4 @@
-"""TLS on the client side of a listener: the certificate (given or generated) and its context.
+"""TLS on the device side of a listener: the certificate (given or generated) and its context.
 
 A generated certificate is self-signed RSA-2048 (old printers rarely speak ECDSA), names
 127.0.0.1, localhost, the listen address and the host name, and is kept in the store so its
@@ -20,9 +20,9 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
 
-from .config import ListenerConfig, endpoint_parts
-from .errors import ConfigError
-from .private_files import make_private_folder, write_atomically
+from ..config import ListenerConfig, endpoint_parts
+from ..errors import ConfigError
+from ..private_files import make_private_folder, write_atomically
 
 VALIDITY = datetime.timedelta(days=825)  # the longest lifetime Apple devices accept
 RENEW_BEFORE = datetime.timedelta(days=30)

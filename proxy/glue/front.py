@@ -1,5 +1,5 @@
-"""The Twisted side of a client connection: runs a sans-I/O front session, logs in upstream
-through the gateway when the session asks, then splices the two connections."""
+"""The device side: a client's connection runs a sans-I/O front session, logs in through the
+gateway when the session asks, then hands the rest of its stream to the signed-in upstream."""
 
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .actions import Close, FrontAction, FrontSession, LoggedIn, Login, Relay, Send, StartTLS
-from .config import Limits, ListenerConfig
-from .errors import ProxyError, TemporaryFailure
+from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, StartTLS
+from ..config import Limits, ListenerConfig
+from ..errors import ProxyError, TemporaryFailure
 from .gateway import Gateway
-from .relay import RelayStats, Splice
+from .signed_in import ClientReader, SignedIn
 from .transport import StreamProtocol
-from .upstream import UpstreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
+
 
 @implementer(IHalfCloseableProtocol)  # a client that shuts down its sending side still gets
 class FrontProtocol(StreamProtocol):  # the answers it is owed
@@ -40,11 +40,11 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.source = source  # the client's address, for throttling
         self.label = label  # "imap 127.0.0.1:51234", for the log
         self.username: str | None = None
-        self.upstream: UpstreamProtocol | None = None
-        self.splice: Splice | None = None
+        self.signed_in: SignedIn | None = None
+        self.reader: ClientReader | None = None  # takes the client's stream after login
         self.closed = False
         self._started = self.clock.seconds()
-        self._pending_login: defer.Deferred[tuple[UpstreamProtocol, LoggedIn]] | None = None
+        self._pending_login: defer.Deferred[SignedIn] | None = None
         self._timeout: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -56,14 +56,14 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._perform(self.session.start())
 
     def dataReceived(self, data: bytes) -> None:
-        if self.splice is not None:
-            self.splice.from_client(data)
+        if self.reader is not None:
+            self.reader.from_client(data)
         elif not self.closed:
             self._perform(self.session.receive_data(data))
 
     def readConnectionLost(self) -> None:
-        if self.splice is not None:
-            self.splice.client_read_closed()
+        if self.reader is not None:
+            self.reader.client_read_closed()
         else:
             self.stream.loseConnection()
 
@@ -74,8 +74,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.closed = True
         self.factory.session_ended(self.source)
         self._cancel_timeout()
-        if self.splice is not None:
-            self.splice.client_lost()
+        if self.reader is not None:
+            self.reader.client_lost()
         else:
             log.info("{label} closed before login ({seconds:.1f} s)", label=self.label,
                      seconds=self.clock.seconds() - self._started)
@@ -113,19 +113,18 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._pending_login = d
         d.addCallbacks(self._login_succeeded, self._login_failed, callbackArgs=(started,))
 
-    def _login_succeeded(self, result: tuple[UpstreamProtocol, LoggedIn], started: float) -> None:
-        upstream, logged_in = result
+    def _login_succeeded(self, signed_in: SignedIn, started: float) -> None:
         self._pending_login = None
         if self.closed:
-            upstream.stream.loseConnection()  # the client left while we signed in
+            signed_in.close()  # the client left while we signed in
             return
-        self.upstream = upstream
+        self.signed_in = signed_in
         log.info(
             "{label} {user} logged in upstream {upstream} ({ms:.0f} ms)",
-            label=self.label, user=self.username, upstream=upstream.target.address,
+            label=self.label, user=self.username, upstream=signed_in.peer,
             ms=(self.clock.seconds() - started) * 1000,
         )
-        self._perform(self.session.login_succeeded(logged_in))
+        self._perform(self.session.login_succeeded(signed_in.logged_in))
 
     def _login_failed(self, failure: Failure) -> None:
         self._pending_login = None
@@ -143,23 +142,23 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._perform(self.session.login_failed(error))
 
     def _relay(self) -> None:
-        assert self.upstream is not None
+        assert self.signed_in is not None
         self._cancel_timeout()
-        self.splice = Splice(self.stream, self.upstream.stream, self.clock, self._relay_ended)
-        self.upstream.splice = self.splice
-        self.splice.start(self.session.take_unparsed(), self.upstream.core.take_unparsed())
+        self.reader = self.signed_in.take_client(
+            self.stream, self.session.take_unparsed(), self._session_ended
+        )
         self.stream.resumeProducing()
 
-    def _relay_ended(self, stats: RelayStats) -> None:
+    def _session_ended(self, to_upstream: int, to_client: int) -> None:
         log.info(
             "{label} {user} closed: {up} bytes to upstream, {down} bytes to client, {seconds:.1f} s",
-            label=self.label, user=self.username, up=stats.to_upstream, down=stats.to_client,
+            label=self.label, user=self.username, up=to_upstream, down=to_client,
             seconds=self.clock.seconds() - self._started,
         )
 
     def _pre_login_timeout(self) -> None:
         self._timeout = None
-        if self.splice is not None:
+        if self.reader is not None:
             return
         if self._pending_login is not None:
             # Signing in upstream has its own timeout; if it fails, the client must not be

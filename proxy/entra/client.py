@@ -9,7 +9,7 @@ from `proxy.errors`, and which one matters, because the caller acts on it:
 - Entra ID refuses a refresh token for good (invalid_grant, interaction_required):
   NeedsReauthorisation. The stored refresh token is dead; only `account add` helps.
 - anything else Entra ID refuses (bad or expired secret, no consent, unknown app, bad scope):
-  TokenRequestRefused, with one plain sentence (proxy.aadsts). The stored tokens are still good.
+  TokenRequestRefused, with one plain sentence (proxy.entra.aadsts). The stored tokens are still good.
 
 No exception message and no log line carries a secret, token, assertion, code or code verifier.
 """
@@ -27,10 +27,8 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from .aadsts import explain
-from .assertion import b64url, client_assertion, load_signing_certificate
-from .config import AccountConfig
-from .errors import (
+from ..config import AccountConfig
+from ..errors import (
     AuthorisationDeclined,
     AuthorisationExpired,
     AuthorisationFailed,
@@ -42,7 +40,8 @@ from .errors import (
     TokenEndpointUnavailable,
     TokenRequestRefused,
 )
-from .oauth_answers import (
+from .aadsts import explain
+from .answers import (
     AuthRequest,
     DeviceCode,
     TokenSet,
@@ -51,11 +50,7 @@ from .oauth_answers import (
     parse_token_response,
     retry_after_seconds,
 )
-
-__all__ = [
-    "AuthRequest", "DeviceCode", "EntraClient", "TokenSet", "explain",
-    "parse_device_code_response", "parse_token_response",
-]
+from .assertion import b64url, client_assertion, load_signing_certificate
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ASSERTION_LIFETIME = 600  # seconds; Microsoft's libraries use 10 minutes too
 ALGORITHMS = ("RS256", "PS256")

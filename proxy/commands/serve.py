@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from .config import Config
-from .service import make_service
+from ..config import Config
+from ..glue.listeners import make_service
+from . import EXIT_FAILED, EXIT_OK
 
 log = Logger(namespace="xoauth2-proxy")
 
@@ -32,4 +33,4 @@ def serve(config: Config) -> int:
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK

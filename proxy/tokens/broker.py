@@ -1,12 +1,12 @@
 """The token broker: local password in, access token out.
 
-It unlocks an account's store file (one KDF per account and password per process; after that a
-login costs an HMAC and a read of the small file, which is how a password changed or an account
-re-authorised by another process is noticed), keeps the access token until shortly before it
-expires, and refreshes it with at most one request per account at a time, however many clients
-log in at once. A refresh runs under the store file's lock, re-reads the file (another process
-may have refreshed already) and saves a rotated refresh token before the new access token is
-handed out. A temporary failure keeps every stored token; the next request waits for a backoff,
+It unlocks an account's stored record (one KDF per account and password per process; after that
+a login costs an HMAC and a read of the small record, which is how a password changed or an
+account re-authorised by another process is noticed), keeps the access token until shortly
+before it expires, and refreshes it with at most one request per account at a time, however many
+clients log in at once. A refresh runs under the store's account lock, re-reads the record
+(another process may have refreshed already) and saves a rotated refresh token before the new
+access token is handed out. A temporary failure keeps every stored token; the next request waits for a backoff,
 and the current access token is used meanwhile while it is still valid (see TokenBroker).
 """
 
@@ -19,14 +19,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import requests
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
-from .config import AccountConfig, Config
-from .errors import (
+from ..config import AccountConfig, Config
+from ..entra.answers import TokenSet
+from ..entra.client import EntraClient
+from ..errors import (
     AccountNotReady,
     NeedsReauthorisation,
     StaleKey,
@@ -36,11 +37,9 @@ from .errors import (
     TokenRequestRefused,
     WrongPassword,
 )
-from .oauth import EntraClient, TokenSet
-from .store import Secrets, Store, UnlockKey
-
-# Runs blocking work (requests, scrypt, file I/O) off the reactor thread.
-RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
+from ..store.contract import Store
+from ..store.record import Secrets, UnlockKey
+from .blocking import RunBlocking
 
 log = Logger(namespace="xoauth2-proxy")
 
@@ -77,7 +76,7 @@ class _Unsaved:
     """Tokens Entra ID issued that could not be written: written before anything else."""
 
     secrets: Secrets
-    replaced: str | None  # the refresh token they replace, which the file still holds
+    replaced: str | None  # the refresh token they replace, which the store still holds
 
 
 @dataclass
@@ -144,8 +143,8 @@ class TokenBroker:
             try:
                 return await self._grant_locked(account, password)
             except StaleKey:
-                # The file was re-encrypted (account passwd / add) since we unlocked it: the
-                # password must be checked again against the new file.
+                # The record was re-encrypted (account passwd / add) since we unlocked it: the
+                # password must be checked again against the new record.
                 self._unlocked.pop(name, None)
                 return await self._grant_locked(account, password)
         finally:
@@ -162,7 +161,7 @@ class TokenBroker:
         unlocked = await self._unlock(account, password)
         pending = self._unsaved.get(name)
         if pending is not None:
-            # Raises _SaveFailed again if the disk still refuses: the tokens stay pending.
+            # Raises _SaveFailed again if the store still refuses: the tokens stay pending.
             unlocked.secrets = await self._run(
                 lambda: self._save_pending(account, unlocked.key, pending)
             )
@@ -202,7 +201,7 @@ class TokenBroker:
         digest = hmac.new(self._pepper, password.encode("utf-8"), hashlib.sha256).digest()
         cached = self._unlocked.get(name)
         if cached is not None and hmac.compare_digest(cached.password_digest, digest):
-            # Re-read the file: `account passwd` or `account add` may have re-encrypted it
+            # Re-read the record: `account passwd` or `account add` may have re-encrypted it
             # (StaleKey), another process may have refreshed, `account remove` may have removed
             # it (AccountNotReady). Reading and decrypting ~1 KiB costs far less than the KDF.
             key = cached.key
@@ -274,7 +273,7 @@ class TokenBroker:
                 access_expires_at=tokens.expires_at,
                 extra=secrets.extra,
             )
-            # The rotated refresh token is on disk before the access token leaves this method.
+            # The rotated refresh token is stored before the access token leaves this method.
             self._save(name, key, renewed, secrets.refresh_token)
             return renewed
 

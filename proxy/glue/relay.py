@@ -1,4 +1,4 @@
-"""Two connections joined after login: bytes both ways untouched, with flow control.
+"""The relay: two connections joined after login, bytes both ways untouched, with flow control.
 
 Each transport is registered as the producer of the other, so a client that stops reading stops
 the reads from the upstream (and the reverse) instead of buffering a whole mailbox in memory.
@@ -6,11 +6,9 @@ the reads from the upstream (and the reverse) instead of buffering a whole mailb
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from .signed_in import SessionEnded
 from .transport import StreamTransport
 
 # Office 365 ends idle IMAP sessions after 30 minutes; the proxy must never be the first to.
@@ -20,33 +18,32 @@ IDLE_TIMEOUT = 31 * 60 + 60
 DRAIN_TIMEOUT = 5.0
 
 
-@dataclass
-class RelayStats:
-    to_upstream: int = 0
-    to_client: int = 0
+class Relay:
+    """Reads the client's bytes (a ClientReader) and the upstream's (an UpstreamReader) and
+    passes each to the other side, counting them."""
 
-
-class Splice:
     def __init__(
         self,
         client: StreamTransport,
-        upstream: StreamTransport,
         clock: IReactorTime,
-        on_end: Callable[[RelayStats], None],
+        on_end: SessionEnded,
         idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.client = client
-        self.upstream = upstream
+        self.upstream: StreamTransport  # set by start()
         self.clock = clock
-        self.stats = RelayStats()
-        self._on_end: Callable[[RelayStats], None] | None = on_end
+        self.to_upstream = 0  # bytes
+        self.to_client = 0
+        self._on_end: SessionEnded | None = on_end
         self._idle_timeout = idle_timeout
         self._last_activity = clock.seconds()
         self._timer: IDelayedCall | None = None
         self._drain_timer: IDelayedCall | None = None
 
-    def start(self, pending_to_upstream: bytes, pending_to_client: bytes) -> None:
-        """Begin relaying; what either side sent ahead of the splice is delivered first."""
+    def start(self, upstream: StreamTransport, pending_to_upstream: bytes,
+              pending_to_client: bytes) -> None:
+        """Begin relaying; what either side sent ahead of the relay is delivered first."""
+        self.upstream = upstream
         if pending_to_client:
             self.from_upstream(pending_to_client)
         if pending_to_upstream:
@@ -56,12 +53,12 @@ class Splice:
         self._timer = self.clock.callLater(self._idle_timeout, self._check_idle)
 
     def from_client(self, data: bytes) -> None:
-        self.stats.to_upstream += len(data)
+        self.to_upstream += len(data)
         self._last_activity = self.clock.seconds()
         self.upstream.write(data)
 
     def from_upstream(self, data: bytes) -> None:
-        self.stats.to_client += len(data)
+        self.to_client += len(data)
         self._last_activity = self.clock.seconds()
         self.client.write(data)
 
@@ -114,4 +111,4 @@ class Splice:
                 timer.cancel()
         if self._on_end is not None:
             on_end, self._on_end = self._on_end, None
-            on_end(self.stats)
+            on_end(self.to_upstream, self.to_client)

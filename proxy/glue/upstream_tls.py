@@ -1,4 +1,4 @@
-"""TLS settings for connections to the upstream: always verified, TLS 1.2 at least."""
+"""TLS on the upstream side: the mail server's certificate always verified, TLS 1.2 at least."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def client_tls_options(hostname: str, ca: Path | None = None) -> IOpenSSLClientConnectionCreator:

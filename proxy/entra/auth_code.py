@@ -1,17 +1,10 @@
-"""The interactive part of `account add`: the device code and authorisation code sign-ins.
+"""The authorisation code sign-in of `account add`, with PKCE (S256) and state.
 
-Plain synchronous code (no Twisted): it runs once, in a terminal, over SSH or in a container.
-Whatever the user must do is printed on `out` and flushed at once, because `out` is often a
-pipe (scripts, `docker exec`, the integration tests), and nothing here needs a TTY:
-
-- device code: the verification address and the user code, Entra's own sentence, and how long
-  the code stays valid; then polling (EntraClient.wait_for_device_code honours the interval and
-  slow_down) with a remaining-time note now and then.
-- authorisation code with PKCE (S256) and state: a one-shot listener on 127.0.0.1 receives the
-  browser's final redirect; the authorisation URL is always printed, a browser is opened only
-  when one is plausible, and with --no-browser the final redirect URL may also be pasted on
-  standard input (whichever arrives first wins). The wait is bounded and the listener is always
-  closed.
+Plain synchronous code (no Twisted): it runs once, in a terminal, over SSH or in a container, and
+needs no TTY. A one-shot listener on 127.0.0.1 receives the browser's final redirect; the
+authorisation URL is always printed, a browser is opened only when one is plausible, and with
+--no-browser the final redirect URL may also be pasted on standard input (whichever arrives
+first wins). The wait is bounded and the listener is always closed.
 """
 
 from __future__ import annotations
@@ -28,117 +21,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-from .config import AccountConfig
-from .errors import AuthorisationExpired, AuthorisationFailed, ProxyError
-from .oauth import AuthRequest, EntraClient, TokenSet
+from ..config import AccountConfig
+from ..errors import AuthorisationExpired, AuthorisationFailed, ProxyError
+from .answers import AuthRequest, TokenSet
+from .client import EntraClient
+from .prompts import minutes, say, who_signs_in
 
 AUTH_CODE_WAIT = 600.0  # seconds the authorisation code sign-in may take
 RESPONSE_WAIT = 60.0  # how long the browser's request waits for the code to be redeemed
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
-
-
-def _say(out: TextIO, text: str = "", end: str = "\n") -> None:
-    out.write(text + end)
-    out.flush()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _minutes(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds >= 90:
-        return f"{round(seconds / 60)} minutes"
-    return f"{seconds} seconds"
-
-
-def _who(account: AccountConfig) -> str:
-    if account.mailbox.lower() == account.username.lower():
-        return f"Sign in to Microsoft as {account.mailbox}"
-    return (f"Sign in to Microsoft as a user with access to the shared mailbox "
-            f"{account.mailbox}")
-
-
-# -- device code --
-
-
-class _Countdown:
-    """The `sleep` handed to wait_for_device_code: sleeps, and says how long is left. A terminal
-    gets one line rewritten every second; a pipe gets a line a minute (logs stay readable)."""
-
-    def __init__(
-        self, out: TextIO, expires_at: float, clock: Callable[[], float],
-        sleep: Callable[[float], None], every: float = 60.0,
-    ) -> None:
-        self.out = out
-        self.expires_at = expires_at
-        self.clock = clock
-        self.tty = _isatty(out)
-        self._sleep = sleep
-        self._every = every
-        self._next_note = clock() + every
-        self._dirty = False
-
-    def sleep(self, seconds: float) -> None:
-        if not self.tty:
-            self._sleep(seconds)
-            now = self.clock()
-            if now >= self._next_note and now < self.expires_at:
-                _say(self.out, f"Still waiting for the sign-in; the code is valid for "
-                     f"{_minutes(self.expires_at - now)} more.")
-                self._next_note = now + self._every
-            return
-        deadline = self.clock() + seconds
-        while True:
-            left = max(0.0, self.expires_at - self.clock())
-            _say(self.out, f"\rWaiting for the sign-in: {int(left) // 60:d}:{int(left) % 60:02d} "
-                 "left ", end="")
-            self._dirty = True
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                return
-            self._sleep(min(1.0, remaining))
-
-    def done(self) -> None:
-        if self._dirty:
-            _say(self.out)  # end the rewritten line
-            self._dirty = False
-
-
-def device_code_flow(
-    client: EntraClient,
-    out: TextIO,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-) -> TokenSet:
-    """Run a device code sign-in: print what the user must do, poll until they have done it.
-    Raises AuthorisationDeclined, AuthorisationExpired or AuthorisationFailed with a sentence."""
-    device = client.start_device_code()
-    clock = client.clock
-    until = time.strftime("%H:%M", time.localtime(device.expires_at))
-    _say(out)
-    _say(out, device.message)
-    _say(out)
-    _say(out, f"  Open:       {device.verification_uri}")
-    _say(out, f"  Enter code: {device.user_code}")
-    _say(out)
-    _say(out, f"{_who(client.account)}, from any device with a browser. The code is valid "
-         f"for {_minutes(device.expires_at - clock())} (until {until}).")
-    _say(out, "Waiting for the sign-in to finish...")
-    countdown = _Countdown(out, device.expires_at, clock, sleep)
-    try:
-        tokens = client.wait_for_device_code(device, sleep=countdown.sleep)
-    finally:
-        countdown.done()
-    _say(out, "Signed in.")
-    return tokens
-
-
-# -- authorisation code with PKCE --
 
 
 class _RedirectServer(ThreadingHTTPServer):
@@ -328,25 +219,25 @@ def auth_code_flow(
         if listener is not None:
             listener.start(request.state)
         paste = not open_browser or listener is None
-        _say(out)
-        _say(out, f"{_who(account)}, at this address:")
-        _say(out)
-        _say(out, f"  {request.url}")
-        _say(out)
+        say(out)
+        say(out, f"{who_signs_in(account)}, at this address:")
+        say(out)
+        say(out, f"  {request.url}")
+        say(out)
         if open_browser and browser_plausible():
             _open_in_background(request.url, open_url or _webbrowser_open)
-            _say(out, "A browser window should open at that address; if none does, open it "
+            say(out, "A browser window should open at that address; if none does, open it "
                  "yourself.")
         if listener is not None:
-            _say(out, f"After the sign-in the browser is sent to {redirect_uri}, where this "
+            say(out, f"After the sign-in the browser is sent to {redirect_uri}, where this "
                  "command listens; then it finishes by itself.")
         if paste:
-            _say(out, f"If the browser runs on another machine, it ends on an address starting "
+            say(out, f"If the browser runs on another machine, it ends on an address starting "
                  f"with {redirect_uri} (maybe an error page): copy that whole address from "
                  "its address bar and paste it here, then press Enter.")
             threading.Thread(target=_read_pasted, args=(in_, arrived), name="read-pasted",
                              daemon=True).start()
-        _say(out, f"Waiting up to {_minutes(timeout)} for the sign-in...")
+        say(out, f"Waiting up to {minutes(timeout)} for the sign-in...")
         url = _wait_for_redirect(request, arrived, out, listener, timeout, account.username)
         try:
             tokens = client.redeem_code(request, url)
@@ -356,7 +247,7 @@ def auth_code_flow(
             raise
         if listener is not None:
             listener.finish("Signed in. You can close this window and go back to the terminal.")
-        _say(out, "Signed in.")
+        say(out, "Signed in.")
         return tokens
     finally:
         if listener is not None:
@@ -380,7 +271,7 @@ def _wait_for_redirect(
             source, text = arrived.get(timeout=remaining)
         except queue.Empty:
             raise AuthorisationExpired(
-                f"No sign-in arrived within {_minutes(timeout)}; run: xoauth2-proxy account add "
+                f"No sign-in arrived within {minutes(timeout)}; run: xoauth2-proxy account add "
                 f"{username} and finish the sign-in in the browser"
             ) from None
         if source == "eof":
@@ -394,7 +285,7 @@ def _wait_for_redirect(
         if source == "pasted":
             problem = _pasted_problem(request, text)
             if problem is not None:
-                _say(out, problem + ".")
+                say(out, problem + ".")
                 continue
         return text
 

@@ -1,0 +1,22 @@
+"""The configuration: frozen dataclasses (model) and the TOML file read into them (reader)."""
+
+from .model import (
+    APP_ONLY_SCOPE,
+    DEFAULT_AUTHORITY,
+    DELEGATED_SCOPES,
+    LOOPBACK_NETWORKS,
+    AccountConfig,
+    Config,
+    Limits,
+    ListenerConfig,
+    default_config_path,
+    default_store_path,
+    endpoint_parts,
+)
+from .reader import load_config
+
+__all__ = [
+    "APP_ONLY_SCOPE", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES", "LOOPBACK_NETWORKS",
+    "AccountConfig", "Config", "Limits", "ListenerConfig", "default_config_path",
+    "default_store_path", "endpoint_parts", "load_config",
+]

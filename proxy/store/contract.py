@@ -1,0 +1,56 @@
+"""What the rest of the proxy may ask of a credential store, whatever keeps the records.
+
+Every backend keeps the same encrypted record (proxy.store.record) per account and provides
+this Protocol; the token broker and the account commands use nothing else. Methods block
+(disk, database, scrypt): call them from a thread pool. User names are matched without regard
+to case.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from .record import AccountMeta, Secrets, UnlockKey
+
+
+class Store(Protocol):
+    def exists(self, username: str) -> bool:
+        """Whether the account has a record."""
+
+    def location(self, username: str) -> str:
+        """Where the account's record is kept, for messages to the administrator."""
+
+    def read_meta(self, username: str) -> AccountMeta | None:
+        """The account's readable meta, or None without a record. No KDF, no decryption."""
+
+    def list_meta(self) -> list[AccountMeta]:
+        """Every account's meta, sorted by user name."""
+
+    def new_key(self, password: str) -> UnlockKey:
+        """A key for a new account or a new password (fresh salt, the store's cost). Slow."""
+
+    def derive_key(self, username: str, password: str) -> UnlockKey:
+        """The key `password` gives for the account's record; AccountNotReady without one. Slow."""
+
+    def load(self, username: str, key: UnlockKey) -> Secrets:
+        """The decrypted secrets; WrongPassword, StaleKey, AccountNotReady or StoreFileInvalid."""
+
+    def save(
+        self, username: str, key: UnlockKey, secrets: Secrets, meta: AccountMeta | None = None
+    ) -> AccountMeta:
+        """Seal `secrets` with `key` and replace the record at once (never half written); `meta`
+        defaults to the record's current one. Returns the meta written."""
+
+    def update_meta(self, username: str, **changes: Any) -> AccountMeta:
+        """Change meta fields (state, ...) without the password, keeping the sealed secrets."""
+
+    def remove(self, username: str) -> bool:
+        """Forget the account's record; False when there was none."""
+
+    def change_password(self, username: str, old_password: str, new_password: str) -> UnlockKey:
+        """Re-seal under `new_password`; WrongPassword (nothing changed) for a wrong old one."""
+
+    def lock(self, username: str) -> AbstractContextManager[None]:
+        """The account's exclusive lock, across threads and processes (and, for a shared
+        backend, machines); nestable in one thread. Held around load, refresh, save."""

@@ -1,0 +1,334 @@
+"""The encrypted account record: the same bytes wherever a backend keeps them (a file, a row).
+
+A record (format 1) is JSON:
+    {"format": 1,
+     "kdf": {"name": "scrypt", "n": 32768, "r": 8, "p": 1, "salt": "<base64>"},
+     "cipher": "AES-256-GCM", "nonce": "<base64>", "ciphertext": "<base64>",
+     "meta": {"username": ..., "mailbox": ..., "flow": ..., "state": "ok", ...}}
+The ciphertext holds the Secrets as JSON. Its GCM associated data names the format and the
+account, so a record copied onto another account does not decrypt there. "meta" is deliberately
+not authenticated: the proxy changes state and expiry without knowing the password, and
+whoever can write the record can delete it anyway.
+
+Pure: no files, no locks, no clock but the timestamps in meta. Key derivation is slow (scrypt):
+call it from a thread pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import os
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from ..errors import StaleKey, StoreFileInvalid, WrongPassword
+
+FORMAT = 1
+KDF_NAME = "scrypt"
+CIPHER = "AES-256-GCM"
+SALT_BYTES = 16
+NONCE_BYTES = 12
+KEY_BYTES = 32
+MAX_RECORD_BYTES = 1 << 20  # a real record is about 1 KiB; refuse to parse anything absurd
+
+State = Literal["ok", "needs_reauth"]
+STATES: tuple[str, ...] = get_args(State)
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    """scrypt cost, stored in each record so it can be raised later without breaking old ones.
+
+    The default needs 32 MiB and took 97-137 ms (about 110 ms typical) per derivation on one
+    core of a 2-vCPU AMD EPYC VM with cryptography 50; n=2**14 took about 45 ms, 2**16 about
+    225 ms. A derivation happens only when the proxy has no cached key for the account.
+    """
+
+    n: int = 2**15
+    r: int = 8
+    p: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("n", "r", "p"):
+            if type(getattr(self, name)) is not int:
+                raise ValueError(f"scrypt {name} must be an integer")
+        # Upper bounds stop a tampered record from asking for gigabytes of memory.
+        if not (2 <= self.n <= 2**20 and self.n & (self.n - 1) == 0):
+            raise ValueError("scrypt n must be a power of two between 2 and 2**20")
+        if not (1 <= self.r <= 32 and 1 <= self.p <= 16):
+            raise ValueError("scrypt r must be 1..32 and p 1..16")
+
+
+DEFAULT_KDF = ScryptParams()
+
+
+@dataclass(frozen=True)
+class UnlockKey:
+    """An AES key derived from a local password, with the salt and cost it was derived with."""
+
+    key: bytes = field(repr=False)
+    salt: bytes
+    params: ScryptParams
+
+
+@dataclass(frozen=True)
+class AccountMeta:
+    """What anyone with read access to the store may know about an account; never a secret."""
+
+    username: str
+    mailbox: str
+    flow: str
+    state: State = "ok"
+    access_expires_at: float | None = None
+    refresh_token_present: bool = False
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        for name in ("username", "mailbox", "flow"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string")
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}")
+        if type(self.refresh_token_present) is not bool:
+            raise ValueError("refresh_token_present must be true or false")
+        for name in ("access_expires_at", "created_at", "updated_at"):
+            value = getattr(self, name)
+            if value is None and name == "access_expires_at":
+                continue
+            if type(value) not in (int, float):
+                raise ValueError(f"{name} must be a number")
+            object.__setattr__(self, name, float(value))
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    """The encrypted part of an account. `extra` is free for flows that need more."""
+
+    refresh_token: str | None = None
+    access_token: str | None = None
+    access_expires_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        def hidden(value: object) -> str:
+            return "None" if value is None else "<hidden>"
+
+        return (
+            f"Secrets(refresh_token={hidden(self.refresh_token)}, "
+            f"access_token={hidden(self.access_token)}, "
+            f"access_expires_at={self.access_expires_at!r}, "
+            f"extra=<{len(self.extra)} hidden item(s)>)"
+        )
+
+
+def account_name(username: str) -> str:
+    """The name an account's record is kept under: the user name, lower-cased."""
+    if not isinstance(username, str) or not username.strip():
+        raise ValueError("a user name must be a non-empty string")
+    return username.lower()
+
+
+def new_key(password: str, params: ScryptParams) -> UnlockKey:
+    """A key for a new account or a new password: fresh salt. Slow."""
+    return _derive(password, os.urandom(SALT_BYTES), params)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One account's record: the KDF's salt and cost, the sealed secrets, the readable meta."""
+
+    params: ScryptParams
+    salt: bytes
+    nonce: bytes
+    ciphertext: bytes
+    meta: AccountMeta
+
+    @classmethod
+    def seal(cls, key: UnlockKey, secrets: Secrets, meta: AccountMeta) -> Record:
+        """Encrypt `secrets` with `key` (fresh nonce) for the account `meta` names; meta's
+        access_expires_at, refresh_token_present and updated_at are taken from `secrets` and now."""
+        name = account_name(meta.username)
+        meta = dataclasses.replace(
+            meta,
+            username=name,
+            access_expires_at=secrets.access_expires_at,
+            refresh_token_present=bool(secrets.refresh_token),
+            updated_at=time.time(),
+        )
+        nonce = os.urandom(NONCE_BYTES)
+        ciphertext = AESGCM(key.key).encrypt(nonce, _encode_secrets(secrets), _aad(name))
+        return cls(key.params, key.salt, nonce, ciphertext, meta)
+
+    def derive_key(self, password: str) -> UnlockKey:
+        """The key `password` gives for this record, with its salt and cost. Slow. Any password
+        gives a key; only open() tells whether it was the right one."""
+        return _derive(password, self.salt, self.params)
+
+    def open(self, key: UnlockKey, where: object) -> Secrets:
+        """Decrypt the secrets. Raises WrongPassword when the key does not open the record,
+        StaleKey (a WrongPassword) when the key was derived for an earlier version of it (the
+        password has been changed since), StoreFileInvalid (naming `where`) when it is broken."""
+        if key.salt != self.salt or key.params != self.params:
+            raise StaleKey()
+        name = self.meta.username
+        try:
+            plain = AESGCM(key.key).decrypt(self.nonce, self.ciphertext, _aad(name))
+        except InvalidTag:
+            raise WrongPassword() from None
+        return _decode_secrets(where, plain, name)
+
+    def with_meta(self, **changes: Any) -> Record:
+        """The same sealed secrets with meta fields changed (no password needed). TypeError for
+        unknown or fixed fields, ValueError for bad values."""
+        check_meta_changes(changes)
+        meta = dataclasses.replace(self.meta, **changes, updated_at=time.time())
+        return dataclasses.replace(self, meta=meta)
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "format": FORMAT,
+            "kdf": {
+                "name": KDF_NAME,
+                "n": self.params.n,
+                "r": self.params.r,
+                "p": self.params.p,
+                "salt": _b64(self.salt),
+            },
+            "cipher": CIPHER,
+            "nonce": _b64(self.nonce),
+            "ciphertext": _b64(self.ciphertext),
+            "meta": dataclasses.asdict(self.meta),
+        }
+        return json.dumps(data, indent=2, allow_nan=False).encode("utf-8") + b"\n"
+
+    @classmethod
+    def parse(cls, raw: bytes, where: object, name: str | None) -> Record:
+        """The record in `raw`; StoreFileInvalid naming `where` (a path, a row) and the fix when
+        it is broken, of a newer format, or (with `name`) holds another account."""
+        return _parse(raw, where, name)
+
+
+def check_meta_changes(changes: dict[str, Any]) -> None:
+    """TypeError for meta fields that only sealing may set."""
+    fixed = {"username", "created_at", "updated_at"} & changes.keys()
+    if fixed:
+        raise TypeError(f"update_meta cannot change {', '.join(sorted(fixed))}")
+
+
+def repair_advice(name: str | None, first: str = "Restore it from a backup, or") -> str:
+    user = name or "USER"
+    return (
+        f"{first} run: xoauth2-proxy account remove {user} "
+        f"and then: xoauth2-proxy account add {user}"
+    )
+
+
+# -- helpers --
+
+
+def _aad(name: str) -> bytes:
+    return f"xoauth2-proxy account file, format {FORMAT}\0{name}".encode()
+
+
+def _derive(password: str, salt: bytes, params: ScryptParams) -> UnlockKey:
+    # NFC: the same password typed on two systems may arrive composed or decomposed.
+    secret = unicodedata.normalize("NFC", password).encode("utf-8")
+    key = Scrypt(salt=salt, length=KEY_BYTES, n=params.n, r=params.r, p=params.p).derive(secret)
+    return UnlockKey(key, salt, params)
+
+
+def _encode_secrets(secrets: Secrets) -> bytes:
+    payload = {
+        "refresh_token": secrets.refresh_token,
+        "access_token": secrets.access_token,
+        "access_expires_at": secrets.access_expires_at,
+        "extra": secrets.extra,
+    }
+    return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def _decode_secrets(where: object, plain: bytes, name: str) -> Secrets:
+    try:
+        data = json.loads(plain)
+        refresh, access = data["refresh_token"], data["access_token"]
+        expires, extra = data["access_expires_at"], data["extra"]
+        if not all(v is None or isinstance(v, str) for v in (refresh, access)):
+            raise ValueError("tokens must be strings")
+        if not (expires is None or type(expires) in (int, float)) or not isinstance(extra, dict):
+            raise ValueError("bad expiry or extra")
+    except (ValueError, KeyError, TypeError) as e:
+        raise StoreFileInvalid(
+            where, f"decrypts to unexpected content ({e})", repair_advice(name)
+        ) from None
+    return Secrets(refresh, access, None if expires is None else float(expires), extra)
+
+
+def _parse(raw: bytes, where: object, name: str | None) -> Record:
+    def broken(problem: str) -> StoreFileInvalid:
+        return StoreFileInvalid(where, problem, repair_advice(name))
+
+    def unsupported(problem: str) -> StoreFileInvalid:
+        upgrade = "It was probably written by a newer xoauth2-proxy: upgrade xoauth2-proxy, or"
+        return StoreFileInvalid(where, problem, repair_advice(name, upgrade))
+
+    if len(raw) > MAX_RECORD_BYTES:
+        raise broken("is far too large to be an account file")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        raise broken("is not valid JSON (truncated or corrupted)") from None
+    if not isinstance(data, dict):
+        raise broken("is not a JSON object")
+    version = data.get("format")
+    if type(version) is not int:
+        raise broken("has no valid 'format' field")
+    if version != FORMAT:
+        raise unsupported(f"has format {version}; this version reads format {FORMAT} only")
+    kdf = data.get("kdf")
+    if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME:
+        shown = kdf.get("name") if isinstance(kdf, dict) else kdf
+        raise unsupported(f"uses key derivation {shown!r}; this version knows only {KDF_NAME}")
+    if data.get("cipher") != CIPHER:
+        raise unsupported(f"uses cipher {data.get('cipher')!r}; this version knows only {CIPHER}")
+    try:
+        params = ScryptParams(kdf["n"], kdf["r"], kdf["p"])
+        salt = _unb64(kdf["salt"], "salt")
+        nonce = _unb64(data["nonce"], "nonce")
+        ciphertext = _unb64(data["ciphertext"], "ciphertext")
+        if len(salt) < SALT_BYTES or len(nonce) != NONCE_BYTES or len(ciphertext) < 16:
+            raise ValueError("salt, nonce or ciphertext has the wrong length")
+        fields = data["meta"]
+        if not isinstance(fields, dict):
+            raise TypeError("'meta' is not an object")
+        known = {f.name for f in dataclasses.fields(AccountMeta)}
+        meta = AccountMeta(**{k: v for k, v in fields.items() if k in known})
+    except KeyError as e:
+        raise broken(f"lacks the field {e}") from None
+    except (ValueError, TypeError) as e:
+        raise broken(f"has an invalid field ({e})") from None
+    if name is not None and meta.username != name:
+        raise broken(f"holds the account {meta.username!r}, not {name!r}")
+    return Record(params, salt, nonce, ciphertext, meta)
+
+
+def _unb64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise ValueError(f"{what} is not base64") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

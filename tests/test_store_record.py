@@ -1,0 +1,78 @@
+"""The encrypted account record on its own, with no file around it: the format 1 bytes that
+existing stores hold open and are written back unchanged, whatever backend keeps them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.errors import StaleKey, StoreFileInvalid, WrongPassword
+from proxy.store import FileStore, Secrets
+from proxy.store.record import Record, new_key
+
+# An account file as xoauth2-proxy 0.1.0 wrote it (scrypt n=16, to stay fast), for the user
+# name "Alice@Example.com" and the local password "pässwörd".
+FORMAT_1 = b"""{
+  "format": 1,
+  "kdf": {
+    "name": "scrypt",
+    "n": 16,
+    "r": 8,
+    "p": 1,
+    "salt": "8VpU1DC4d7G+RbACq2fNmg=="
+  },
+  "cipher": "AES-256-GCM",
+  "nonce": "pn2NSbrclG+wYKb4",
+  "ciphertext": "iFziu026b6HaVBDJTTvgpAN3S2adNfGXrUa57967hgMnHVfsPP9SJ+t5XMsTKhPC5FhV6nQbGnvhBMRSeLaPbjt3QIdmYZUYBLNwA3iW9e6sjf5Zz0q/I8ZcDBXbPVpcCcS/2bvfzU3Q9ErWpXNQl3xeTlZhvIhP",
+  "meta": {
+    "username": "alice@example.com",
+    "mailbox": "shared@example.com",
+    "flow": "device_code",
+    "state": "ok",
+    "access_expires_at": 1900000000.5,
+    "refresh_token_present": true,
+    "created_at": 1800000000.0,
+    "updated_at": 1796404664.993043
+  }
+}
+"""
+PASSWORD = "pässwörd"
+SECRETS = Secrets("R-refresh", "A-access", 1_900_000_000.5, {"x": 1})
+FILE_NAME = "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976.json"
+
+
+def test_format_1_record_opens_and_serialises_to_the_same_bytes() -> None:
+    """A stored record parses, decrypts with its password and comes back byte for byte."""
+    record = Record.parse(FORMAT_1, "a database row", "alice@example.com")
+    assert record.to_bytes() == FORMAT_1
+    assert record.open(record.derive_key(PASSWORD), "a database row") == SECRETS
+    with pytest.raises(WrongPassword):
+        record.open(record.derive_key("wrong"), "a database row")
+
+
+def test_record_errors_name_where_the_record_is() -> None:
+    """A record for another account, or a key for another salt, is refused with its place."""
+    with pytest.raises(StoreFileInvalid, match="^the row of bob: holds the account"):
+        Record.parse(FORMAT_1, "the row of bob", "bob@example.com")
+    record = Record.parse(FORMAT_1, "row", None)
+    with pytest.raises(StaleKey):
+        record.open(new_key(PASSWORD, record.params), "row")
+
+
+def test_sealed_record_round_trips_without_files() -> None:
+    """seal, to_bytes, parse and open need nothing but bytes: any backend can keep them."""
+    key = new_key(PASSWORD, Record.parse(FORMAT_1, "row", None).params)
+    meta = Record.parse(FORMAT_1, "row", None).meta
+    raw = Record.seal(key, SECRETS, meta).to_bytes()
+    assert Record.parse(raw, "row", "alice@example.com").open(key, "row") == SECRETS
+
+
+def test_existing_store_file_keeps_working(tmp_path: Path) -> None:
+    """A store folder from before opens as it is: same file name, same password, same secrets."""
+    store = FileStore(tmp_path)
+    assert store.path("Alice@Example.com").name == FILE_NAME
+    store.accounts.mkdir(parents=True)
+    store.path("alice@example.com").write_bytes(FORMAT_1)
+    assert store.load("ALICE@example.com", store.derive_key("alice@example.com", PASSWORD)) == SECRETS
+    assert [meta.mailbox for meta in store.list_meta()] == ["shared@example.com"]
