@@ -79,6 +79,7 @@ with _instrumented_imports():
     from proxy.smtp import upstream as smtp_upstream
     from proxy.smtp.session import SmtpSession
     from proxy.smtp.upstream import SmtpUpstreamLogin
+    from tests.support.playbook import b64
 
 SLOW_INPUT = 2.0  # seconds; a parser taking longer on a few KB is hanging
 MAX_LEN = 4096  # bytes of fuzz input
@@ -135,13 +136,9 @@ class ByteReader:
         return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a] or [data]
 
 
-def _b64(text: str) -> bytes:
-    return base64.b64encode(text.encode())
-
-
 USER = "alice@contoso.example"
 SECRET = 'pw "q" \\ é'  # needs quoting in IMAP, has spaces for POP3 PASS, is not ASCII
-PLAIN = _b64(f"\0{USER}\0{SECRET}")
+PLAIN = b64(f"\0{USER}\0{SECRET}")
 INJECTED = b"INJECTED"  # starts a line in an error message; must never start an answer line
 FRAGMENTS = (b"{", b"}", b"+}", b"{3}", b"{2+}", b"\r", b"\n", b"\r\n", b" ", b'"', b"\\", b"(",
              b")", b"\x00", b"\xff\xfe", b"NIL", b"=", b"*", "é".encode(), b"\t")
@@ -153,8 +150,8 @@ IMAP_LINES = (
     b"a4 LOGIN {5+}\r\nalice {3+}\r\npw4\r\n",
     b"a5 AUTHENTICATE PLAIN\r\n", PLAIN + b"\r\n",
     b"a6 AUTHENTICATE PLAIN " + PLAIN + b"\r\n",
-    b"a7 AUTHENTICATE LOGIN\r\n", _b64(USER) + b"\r\n", _b64(SECRET) + b"\r\n",
-    b"a8 authenticate login " + _b64(USER) + b"\r\n",
+    b"a7 AUTHENTICATE LOGIN\r\n", b64(USER) + b"\r\n", b64(SECRET) + b"\r\n",
+    b"a8 authenticate login " + b64(USER) + b"\r\n",
     b"*\r\n", b"=\r\n", b"a9 STARTTLS\r\n", b"b1 CAPABILITY\r\n", b"b2 NOOP\r\n",
     b"b3 LOGOUT\r\n", b"b4 ID NIL\r\n", b'b5 ID ("name" "x")\r\n', b"b6 SELECT INBOX\r\n",
     b"b7 AUTHENTICATE XOAUTH2\r\n", b"b8 LOGIN\r\n", b"b9 LOGIN a\r\n", b"c1 LOGIN (a) b\r\n",
@@ -166,20 +163,20 @@ IMAP_LINES = (
 POP3_LINES = (
     b"USER alice@contoso.example\r\n", b"PASS " + SECRET.encode() + b"\r\n", b"USER\r\n",
     b"PASS\r\n", b"AUTH\r\n", b"AUTH PLAIN\r\n", PLAIN + b"\r\n", b"AUTH PLAIN " + PLAIN + b"\r\n",
-    b"AUTH PLAIN =\r\n", b"AUTH LOGIN\r\n", b"auth login " + _b64(USER) + b"\r\n",
-    _b64(USER) + b"\r\n", _b64(SECRET) + b"\r\n", b"*\r\n", b"CAPA\r\n", b"STLS\r\n", b"QUIT\r\n",
+    b"AUTH PLAIN =\r\n", b"AUTH LOGIN\r\n", b"auth login " + b64(USER) + b"\r\n",
+    b64(USER) + b"\r\n", b64(SECRET) + b"\r\n", b"*\r\n", b"CAPA\r\n", b"STLS\r\n", b"QUIT\r\n",
     b"STAT\r\n", b"APOP alice 0123\r\n", b"AUTH XOAUTH2\r\n", b"AUTH PLAIN a b\r\n", b"RETR 1\r\n",
     b"user alice\r\n", b"pass pw\r\n", b"\r\n", b"PASS  \r\n",
 )
 SMTP_LINES = (
     b"EHLO printer\r\n", b"HELO printer\r\n", b"EHLO\r\n", b"AUTH PLAIN\r\n", PLAIN + b"\r\n",
     b"AUTH PLAIN " + PLAIN + b"\r\n", b"AUTH PLAIN =\r\n", b"AUTH LOGIN\r\n",
-    b"auth login " + _b64(USER) + b"\r\n", _b64(USER) + b"\r\n", _b64(SECRET) + b"\r\n",
+    b"auth login " + b64(USER) + b"\r\n", b64(USER) + b"\r\n", b64(SECRET) + b"\r\n",
     b"*\r\n", b"STARTTLS\r\n", b"MAIL FROM:<a@b>\r\n", b"RCPT TO:<c@d>\r\n", b"DATA\r\n",
     b"BDAT 10 LAST\r\n", b"RSET\r\n", b"NOOP\r\n", b"QUIT\r\n", b"VRFY x\r\n", b"HELP\r\n",
     b"AUTH CRAM-MD5\r\n", b"AUTH\r\n", b"AUTH PLAIN a b c\r\n", b"\r\n",
     b"EHLO printer\r\nAUTH PLAIN " + PLAIN + b"\r\n",
-    b"HELO printer\r\nAUTH LOGIN\r\n" + _b64(USER) + b"\r\n" + _b64(SECRET) + b"\r\n",
+    b"HELO printer\r\nAUTH LOGIN\r\n" + b64(USER) + b"\r\n" + b64(SECRET) + b"\r\n",
 )
 
 OUTCOMES: tuple[Callable[[], LoggedIn | ProxyError], ...] = (
@@ -401,7 +398,7 @@ def run_front(protocol: str, data: bytes) -> FrontRun:
 LITERAL_COMMANDS = (  # what literal data looks like: commands with tags found nowhere else
     b"LIT1 LOGOUT\r\n", b"LIT2 LOGIN mallory secret\r\n", b"LIT3 CAPABILITY\r\n",
     b"LIT4 NOOP\r\nLIT5 LOGOUT\r\n", b"LIT6 LOGIN mallory {6}\r\nsecret\r\n",
-    b"LIT7 AUTHENTICATE PLAIN " + _b64("\0mallory\0secret") + b"\r\n", b"\r\nLIT8 ID NIL\r\n",
+    b"LIT7 AUTHENTICATE PLAIN " + b64("\0mallory\0secret") + b"\r\n", b"\r\nLIT8 ID NIL\r\n",
     b"LIT9 LOGIN {7+}\r\nmallory {6+}\r\nsecret\r\n",
 )
 

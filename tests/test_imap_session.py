@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,14 +18,7 @@ from proxy.errors import (
     WrongPassword,
 )
 from proxy.imap.session import ImapSession
-from tests.support.actions import merged, split
-
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
-
-
-
+from tests.support.playbook import b64, merged, split
 
 Outcome = LoggedIn | ProxyError
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, LoginRefused, Send
 from proxy.errors import FailureKind, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.imap.upstream import ImapUpstreamLogin
-from tests.support.actions import merged as outcome
-from tests.support.actions import split
+from tests.support.playbook import merged as outcome
+from tests.support.playbook import split
 
 # Microsoft's worked example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"

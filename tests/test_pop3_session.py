@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,14 +12,7 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, Login, Relay, Send, StartTLS
 from proxy.errors import ProxyError, TokenEndpointUnavailable, WrongPassword
 from proxy.pop3 import Pop3Session
-from tests.support.actions import merged, split
-
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
-
-
-
+from tests.support.playbook import b64, merged, split
 
 Outcome = LoggedIn | ProxyError
 

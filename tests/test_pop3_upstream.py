@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from proxy.actions import LoggedIn, LoginRefused, Send
 from proxy.errors import FailureKind, ProxyError, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.pop3 import Pop3UpstreamLogin
-from tests.support.actions import merged as outcome
-from tests.support.actions import split
+from tests.support.playbook import merged as outcome
+from tests.support.playbook import split
 
 # Microsoft's worked example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"

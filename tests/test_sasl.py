@@ -21,10 +21,7 @@ from proxy.sasl import (
     parse_plain,
     xoauth2,
 )
-
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
+from tests.support.playbook import b64
 
 
 def test_xoauth2_matches_microsoft_example() -> None:

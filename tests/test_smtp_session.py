@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 
 import pytest
@@ -18,14 +17,12 @@ from proxy.errors import (
     WrongPassword,
 )
 from proxy.smtp import SmtpSession
-from tests.support.actions import merged, split
+from tests.support.playbook import b64, merged, split
 
 USER = "scanner@contoso.com"
 PASSWORD = "s3cret-Passw0rd"
 
 
-def b64(text: str) -> bytes:
-    return base64.b64encode(text.encode())
 
 
 PLAIN_IR = b64(f"\0{USER}\0{PASSWORD}")

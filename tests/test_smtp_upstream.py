@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamAction
 from proxy.errors import FailureKind, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.smtp import SmtpUpstreamLogin
-from tests.support.actions import merged
+from tests.support.playbook import merged
 
 # Microsoft's worked XOAUTH2 example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
