@@ -3,11 +3,13 @@
 A front session (IMAP, POP3, SMTP: the side the legacy client talks to) and an upstream login
 (the side that signs in to Office 365) both take bytes and return a list of these actions; they
 never touch a socket, a clock or a thread. `proxy.front` and `proxy.upstream` carry them out.
+An upstream login shows where it is through a read-only `phase` (SignInPhase).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from .errors import ProxyError
@@ -60,21 +62,34 @@ class Relay:
 
 @dataclass(frozen=True)
 class LoggedIn:
-    """The upstream accepted XOAUTH2. `capabilities` are what the client should be offered
-    (IMAP CAPABILITY atoms, SMTP EHLO keywords, POP3 CAPA lines), as the upstream stated them."""
+    """The upstream accepted XOAUTH2 (always the last action). `capabilities` are what the
+    client should be offered (IMAP CAPABILITY atoms, SMTP EHLO keywords, POP3 CAPA lines), as
+    the upstream stated them."""
 
     capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LoginRefused:
-    """The upstream refused the login or answered something unusable."""
+    """The upstream refused the login or answered something unusable.
+
+    Always the last action, after the Close of the upstream connection (and a polite goodbye
+    where the protocol has one).
+    """
 
     error: ProxyError
 
 
 FrontAction = Send | Close | StartTLS | Login | Relay
 UpstreamAction = Send | Close | StartTLS | LoggedIn | LoginRefused
+
+
+class SignInPhase(Enum):
+    """Where an upstream login is; its outcome is final."""
+
+    SIGNING_IN = "signing in"
+    LOGGED_IN = "logged in"  # LoggedIn is out: what follows belongs to the client
+    REFUSED = "refused"  # LoginRefused is out: what follows is dropped
 
 
 class FrontSession(Protocol):
@@ -98,6 +113,10 @@ class FrontSession(Protocol):
 
 class UpstreamLogin(Protocol):
     """A protocol's XOAUTH2 sign-in to the upstream server, from the greeting on."""
+
+    @property
+    def phase(self) -> SignInPhase:
+        """Where the sign-in is (read-only)."""
 
     def receive_data(self, data: bytes) -> list[UpstreamAction]:
         """Bytes from the upstream server."""

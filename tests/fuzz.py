@@ -24,8 +24,9 @@ pieces, with login outcomes) and runs it against the sans-I/O core, checking aft
     (literals sent only after `+`, or as LITERAL+), no answer ever carries a tag that only
     appeared inside literal data, and no Login uses a user name that only appeared there;
   - an upstream core sends the token at most once (SMTP: never before STARTTLS), emits exactly
-    zero or one outcome and nothing after it, closes only when refusing, and never quotes the
-    token or the XOAUTH2 string in an error.
+    zero or one outcome and nothing after it, closes when and only when refusing, its public
+    phase agrees with its outcome, and it never quotes the token or the XOAUTH2 string in an
+    error.
 """
 
 from __future__ import annotations
@@ -59,7 +60,16 @@ def _instrumented_imports() -> contextlib.AbstractContextManager[object]:
 
 
 with _instrumented_imports():
-    from proxy.actions import Close, LoggedIn, Login, LoginRefused, Relay, Send, StartTLS
+    from proxy.actions import (
+        Close,
+        LoggedIn,
+        Login,
+        LoginRefused,
+        Relay,
+        Send,
+        SignInPhase,
+        StartTLS,
+    )
     from proxy.errors import (
         NeedsReauthorisation,
         ProxyError,
@@ -71,12 +81,10 @@ with _instrumented_imports():
     from proxy.imap.session import ImapSession
     from proxy.imap.upstream import ImapUpstreamLogin
     from proxy.pop3 import session as pop3_session
-    from proxy.pop3 import upstream as pop3_upstream
     from proxy.pop3.session import Pop3Session
     from proxy.pop3.upstream import Pop3UpstreamLogin
     from proxy.sasl import xoauth2
     from proxy.smtp import session as smtp_session
-    from proxy.smtp import upstream as smtp_upstream
     from proxy.smtp.session import SmtpSession
     from proxy.smtp.upstream import SmtpUpstreamLogin
     from tests.support.playbook import b64
@@ -547,38 +555,19 @@ ECHO_PREFIXES = (b"X1 NO ", b"X2 NO ", b"X2 BAD ", b"* BYE ", b"* OK ", b"+ ", b
 class UpstreamKind:
     lines: tuple[bytes, ...]
     make: Callable[[ByteReader], typing.Any]
-    state: Callable[[typing.Any], bool]  # the core's own "finished" (it emitted an outcome)
-
-
-def _imap_finished(core: ImapUpstreamLogin) -> bool:
-    step = core._step
-    require(step is None or step.purpose in ("capability", "authenticate", "capability-after"),
-            "unknown IMAP login step", step)
-    return core._finished
-
-
-def _pop3_finished(core: Pop3UpstreamLogin) -> bool:
-    states = pop3_upstream._State
-    require(isinstance(core._state, states), "unknown POP3 login state", core._state)
-    return core._state in (states.LOGGED_IN, states.REFUSED)
-
-
-def _smtp_finished(core: SmtpUpstreamLogin) -> bool:
-    steps = smtp_upstream._Step
-    require(isinstance(core._step, steps), "unknown SMTP login step", core._step)
-    return core._step in (steps.DONE, steps.FAILED)
 
 
 UPSTREAMS = {
-    "imap": UpstreamKind(IMAP_SERVER, lambda r: ImapUpstreamLogin(MAILBOX, TOKEN), _imap_finished),
+    "imap": UpstreamKind(IMAP_SERVER, lambda r: ImapUpstreamLogin(MAILBOX, TOKEN)),
     "pop3": UpstreamKind(
-        POP3_SERVER, lambda r: Pop3UpstreamLogin(MAILBOX, TOKEN, max_line=64 if r.flag() else 8192),
-        _pop3_finished),
+        POP3_SERVER, lambda r: Pop3UpstreamLogin(MAILBOX, TOKEN, max_line=64 if r.flag() else 8192)),
     "smtp": UpstreamKind(
         SMTP_SERVER, lambda r: SmtpUpstreamLogin(MAILBOX, TOKEN, starttls=r.below(4) != 0,
-                                                 max_line=64 if r.flag() else 4096),
-        _smtp_finished),
+                                                 max_line=64 if r.flag() else 4096)),
 }
+# The phase an upstream core must show after each outcome.
+PHASE_AFTER = {None: SignInPhase.SIGNING_IN, LoggedIn: SignInPhase.LOGGED_IN,
+               LoginRefused: SignInPhase.REFUSED}
 SECRETS = (TOKEN, XOAUTH2.decode(), base64.b64decode(XOAUTH2).decode())
 
 
@@ -595,8 +584,8 @@ class UpstreamRun:
         actions = self.core.receive_data(data)
         if self.outcome is not None:
             require(actions == [], "actions after the outcome", actions)
-        closed = False
-        for action in actions:
+        closed = refused = False
+        for i, action in enumerate(actions):
             if isinstance(action, Send):
                 self.sent += check_lines(action.data)
                 if XOAUTH2 in action.data:
@@ -612,17 +601,19 @@ class UpstreamRun:
                 closed = True
             elif isinstance(action, (LoggedIn, LoginRefused)):
                 require(self.outcome is None, "a second outcome", action)
+                require(i == len(actions) - 1, "actions after the outcome", actions)
                 self.outcome = action
                 if isinstance(action, LoginRefused):
+                    refused = True
                     message = action.error.message
                     for secret in SECRETS:
                         require(secret not in message, "a secret in an error message", message)
             else:
                 raise InvariantViolation(f"unknown action {action!r}")
-        require(not closed or isinstance(self.outcome, LoginRefused), "Close without a refusal")
-        finished = UPSTREAMS[self.protocol].state(self.core)
-        require(finished == (self.outcome is not None), "the core's state disagrees with its "
-                "outcome", finished, self.outcome)
+        require(closed == refused, "a Close without a refusal, or a refusal without Close", actions)
+        phase = self.core.phase
+        require(phase is PHASE_AFTER[type(self.outcome) if self.outcome else None],
+                "the core's phase disagrees with its outcome", phase, self.outcome)
 
 
 def run_upstream(protocol: str, data: bytes) -> UpstreamRun:
