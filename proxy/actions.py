@@ -3,7 +3,7 @@
 A front session (IMAP, POP3, SMTP: the side the legacy client talks to) and an upstream login
 (the side that signs in to Office 365) both take bytes and return a list of these actions; they
 never touch a socket, a clock or a thread. `proxy.front` and `proxy.upstream` carry them out.
-An upstream login shows where it is through a read-only `phase` (SignInPhase).
+Each core shows where it is through a read-only `phase` (Phase, SignInPhase).
 """
 
 from __future__ import annotations
@@ -84,6 +84,15 @@ FrontAction = Send | Close | StartTLS | Login | Relay
 UpstreamAction = Send | Close | StartTLS | LoggedIn | LoginRefused
 
 
+class Phase(Enum):
+    """Where a front session is; it only ever moves forward, bar a failed login."""
+
+    READING = "reading"  # commands and SASL responses are read and answered
+    LOGGING_IN = "logging in"  # a Login is out: input is only kept until the outcome
+    RELAYING = "relaying"  # the upstream took over: input is only kept for the relay
+    CLOSED = "closed"  # a Close is out: input is ignored
+
+
 class SignInPhase(Enum):
     """Where an upstream login is; its outcome is final."""
 
@@ -94,6 +103,10 @@ class SignInPhase(Enum):
 
 class FrontSession(Protocol):
     """A protocol's pre-login conversation with the legacy client."""
+
+    @property
+    def phase(self) -> Phase:
+        """Where the conversation is (read-only)."""
 
     def start(self) -> list[FrontAction]:
         """The greeting."""

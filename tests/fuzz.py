@@ -19,7 +19,7 @@ pieces, with login outcomes) and runs it against the sans-I/O core, checking aft
     before TLS where TLS is required, and never twice without an outcome in between; it answers
     nothing while a login is pending and nothing after Close or Relay; what it leaves for the
     relay is a suffix of its input;
-  - the front's state agrees with what it said (reading, login pending, closed, relaying);
+  - the front's public phase agrees with what it said (READING, LOGGING_IN, CLOSED, RELAYING);
   - IMAP literal data is never taken as a command: in a well-behaved client's conversation
     (literals sent only after `+`, or as LITERAL+), no answer ever carries a tag that only
     appeared inside literal data, and no Login uses a user name that only appeared there;
@@ -65,6 +65,7 @@ with _instrumented_imports():
         LoggedIn,
         Login,
         LoginRefused,
+        Phase,
         Relay,
         Send,
         SignInPhase,
@@ -77,15 +78,12 @@ with _instrumented_imports():
         Throttled,
         WrongPassword,
     )
-    from proxy.imap import session as imap_session
-    from proxy.imap.session import ImapSession
+    from proxy.imap.device import ImapSession
     from proxy.imap.upstream import ImapUpstreamLogin
-    from proxy.pop3 import session as pop3_session
-    from proxy.pop3.session import Pop3Session
+    from proxy.pop3.device import Pop3Session
     from proxy.pop3.upstream import Pop3UpstreamLogin
     from proxy.sasl import xoauth2
-    from proxy.smtp import session as smtp_session
-    from proxy.smtp.session import SmtpSession
+    from proxy.smtp.device import SmtpSession
     from proxy.smtp.upstream import SmtpUpstreamLogin
     from tests.support.playbook import b64
 
@@ -204,35 +202,12 @@ class FrontKind:
     lines: tuple[bytes, ...]
     make: Callable[..., typing.Any]
     line_limit: int | None  # longest answer line, CRLF included
-    state: Callable[[typing.Any], str]  # "reading" | "pending" | "closed" | "relaying" | "done"
-
-
-def _imap_state(session: ImapSession) -> str:
-    state = session._state
-    require(isinstance(state, typing.get_args(imap_session.State)), "unknown IMAP state", state)
-    if isinstance(state, imap_session._LoggingIn):
-        return "pending"
-    return "done" if isinstance(state, imap_session._Done) else "reading"
-
-
-def _pop3_state(session: Pop3Session) -> str:
-    states = pop3_session._State
-    require(isinstance(session._state, states), "unknown POP3 state", session._state)
-    return {states.LOGIN_PENDING: "pending", states.RELAYING: "relaying",
-            states.CLOSED: "closed"}.get(session._state, "reading")
-
-
-def _smtp_state(session: SmtpSession) -> str:
-    phases = smtp_session._Phase
-    require(isinstance(session._phase, phases), "unknown SMTP phase", session._phase)
-    return {phases.WAITING_FOR_LOGIN: "pending", phases.RELAYING: "relaying",
-            phases.CLOSED: "closed"}.get(session._phase, "reading")
 
 
 FRONTS = {
-    "imap": FrontKind(IMAP_LINES, ImapSession, None, _imap_state),
-    "pop3": FrontKind(POP3_LINES, Pop3Session, 512, _pop3_state),
-    "smtp": FrontKind(SMTP_LINES, SmtpSession, 512, _smtp_state),
+    "imap": FrontKind(IMAP_LINES, ImapSession, None),
+    "pop3": FrontKind(POP3_LINES, Pop3Session, 512),
+    "smtp": FrontKind(SMTP_LINES, SmtpSession, 512),
 }
 
 
@@ -280,12 +255,12 @@ class FrontRun:
     received: bytearray = field(default_factory=bytearray)
     said: list[bytes] = field(default_factory=list)  # every answer line
     logins: list[Login] = field(default_factory=list)
-    phase: str = "reading"
+    phase: Phase = Phase.READING  # what the session's answers say it should be
     unparsed: bytes | None = None  # what was left for the relay
 
     @property
     def over(self) -> bool:
-        return self.phase in ("closed", "relaying")
+        return self.phase in (Phase.CLOSED, Phase.RELAYING)
 
     def start(self) -> None:
         self._take(self.session.start(), "start")
@@ -295,15 +270,15 @@ class FrontRun:
             return
         self.received += data
         actions = self.session.receive_data(data)
-        if self.phase == "pending":
+        if self.phase is Phase.LOGGING_IN:
             require(actions == [], "answered while a login was pending", actions)
         self._take(actions, "receive_data")
 
     def resolve(self) -> None:
         """Give the pending login its outcome (and, when immediate, any pipelined one after it)."""
-        while self.phase == "pending":
+        while self.phase is Phase.LOGGING_IN:
             outcome = (self.outcomes.pop(0) if self.outcomes else TemporaryFailure)()
-            self.phase = "reading"  # until the answer says otherwise
+            self.phase = Phase.READING  # until the answer says otherwise
             if isinstance(outcome, LoggedIn):
                 self._check(self.session.login_succeeded(outcome), "login_succeeded")
             else:
@@ -325,10 +300,10 @@ class FrontRun:
                 self.said += check_lines(action.data, kind.line_limit)
             elif isinstance(action, Close):
                 require(last, "actions after Close", actions)
-                self.phase = "closed"
+                self.phase = Phase.CLOSED
             elif isinstance(action, Relay):
                 require(last and origin == "login_succeeded", "Relay out of place", origin, actions)
-                self.phase = "relaying"
+                self.phase = Phase.RELAYING
                 self.unparsed = self.session.take_unparsed()
                 require(bytes(self.received).endswith(self.unparsed), "relayed bytes not a suffix "
                         "of the input", self.unparsed)
@@ -337,7 +312,7 @@ class FrontRun:
                 self.tls = True
             elif isinstance(action, Login):
                 require(last, "actions after Login", actions)
-                require(self.phase == "reading", "Login while", self.phase)
+                require(self.phase is Phase.READING, "Login while", self.phase)
                 require(origin in ("receive_data", "login_failed"), "Login from", origin)
                 require(bool(action.username) and bool(action.password), "empty credentials",
                         action.username)
@@ -346,13 +321,12 @@ class FrontRun:
                         "sent", action.username)
                 require(derivable(action.password, received), "a password the client never sent")
                 require(self.tls or not self.requires_tls, "Login before TLS")
-                self.phase = "pending"
+                self.phase = Phase.LOGGING_IN
                 self.logins.append(action)
             else:
                 raise InvariantViolation(f"unknown action {action!r}")
-        state = kind.state(self.session)
-        expected = "done" if self.over and self.protocol == "imap" else self.phase
-        require(state == expected, f"state {state} after the session said {expected}")
+        phase = self.session.phase
+        require(phase is self.phase, f"phase {phase} after the session said {self.phase}")
 
 
 def _front_options(protocol: str, reader: ByteReader) -> dict[str, typing.Any]:
@@ -395,7 +369,7 @@ def run_front(protocol: str, data: bytes) -> FrontRun:
             pending.clear()
     for piece in reader.pieces(bytes(pending)):
         run.feed(piece)
-    while run.phase == "pending":
+    while run.phase is Phase.LOGGING_IN:
         run.resolve()
     require(time.perf_counter() - started < SLOW_INPUT, "slow input")
     return run

@@ -15,7 +15,7 @@ from proxy.actions import LoggedIn
 from proxy.config import Limits, ListenerConfig
 from proxy.errors import UpstreamUnavailable, WrongPassword
 from proxy.front import FrontFactory, FrontProtocol
-from proxy.imap.session import ImapSession
+from proxy.imap.device import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.protocols import IMAP_BUSY
 from proxy.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT

@@ -139,7 +139,9 @@ class Playbook:
             if isinstance(event, Unparsed):
                 self._check_unparsed(core, event.data)
                 continue
-            steps = [Received(p) for p in cut(event.data)] if isinstance(event, Received) else [event]
+            steps: list[Event] = [event]
+            if isinstance(event, Received):
+                steps = [Received(piece) for piece in cut(event.data)]
             for step in steps:
                 new = _apply(core, step)
                 actions += new
