@@ -2,12 +2,14 @@
 
 A front session (IMAP, POP3, SMTP: the side the legacy client talks to) and an upstream login
 (the side that signs in to Office 365) both take bytes and return a list of these actions; they
-never touch a socket, a clock or a thread. `proxy.front` and `proxy.upstream` carry them out.
+never touch a socket, a clock or a thread. `proxy.glue.front` and `proxy.glue.upstream_connection` carry them out.
+Each core shows where it is through a read-only `phase` (Phase, SignInPhase).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 from .errors import ProxyError
@@ -60,15 +62,20 @@ class Relay:
 
 @dataclass(frozen=True)
 class LoggedIn:
-    """The upstream accepted XOAUTH2. `capabilities` are what the client should be offered
-    (IMAP CAPABILITY atoms, SMTP EHLO keywords, POP3 CAPA lines), as the upstream stated them."""
+    """The upstream accepted XOAUTH2 (always the last action). `capabilities` are what the
+    client should be offered (IMAP CAPABILITY atoms, SMTP EHLO keywords, POP3 CAPA lines), as
+    the upstream stated them."""
 
     capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LoginRefused:
-    """The upstream refused the login or answered something unusable."""
+    """The upstream refused the login or answered something unusable.
+
+    Always the last action, after the Close of the upstream connection (and a polite goodbye
+    where the protocol has one).
+    """
 
     error: ProxyError
 
@@ -77,8 +84,29 @@ FrontAction = Send | Close | StartTLS | Login | Relay
 UpstreamAction = Send | Close | StartTLS | LoggedIn | LoginRefused
 
 
+class Phase(Enum):
+    """Where a front session is; it only ever moves forward, bar a failed login."""
+
+    READING = "reading"  # commands and SASL responses are read and answered
+    LOGGING_IN = "logging in"  # a Login is out: input is only kept until the outcome
+    RELAYING = "relaying"  # the upstream took over: input is only kept for the relay
+    CLOSED = "closed"  # a Close is out: input is ignored
+
+
+class SignInPhase(Enum):
+    """Where an upstream login is; its outcome is final."""
+
+    SIGNING_IN = "signing in"
+    LOGGED_IN = "logged in"  # LoggedIn is out: what follows belongs to the client
+    REFUSED = "refused"  # LoginRefused is out: what follows is dropped
+
+
 class FrontSession(Protocol):
     """A protocol's pre-login conversation with the legacy client."""
+
+    @property
+    def phase(self) -> Phase:
+        """Where the conversation is (read-only)."""
 
     def start(self) -> list[FrontAction]:
         """The greeting."""
@@ -98,6 +126,10 @@ class FrontSession(Protocol):
 
 class UpstreamLogin(Protocol):
     """A protocol's XOAUTH2 sign-in to the upstream server, from the greeting on."""
+
+    @property
+    def phase(self) -> SignInPhase:
+        """Where the sign-in is (read-only)."""
 
     def receive_data(self, data: bytes) -> list[UpstreamAction]:
         """Bytes from the upstream server."""

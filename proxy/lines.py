@@ -1,7 +1,7 @@
 """A byte buffer that hands out CRLF-terminated lines and raw byte runs, with a hard line cap.
 
 Every front and upstream core reads through one of these, so the cap, the tolerance for a bare LF
-(some printers send one) and "what is left over at splice time" are decided in one place.
+(some printers send one) and "what is left over when the relay starts" are decided in one place.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .actions import FrontSession, UpstreamLogin
-from .imap.session import ImapSession
+from .imap.device import ImapSession
 from .imap.upstream import ImapUpstreamLogin
-from .pop3.session import Pop3Session
+from .pop3.device import Pop3Session
 from .pop3.upstream import Pop3UpstreamLogin
-from .smtp.session import SmtpSession
+from .smtp.device import SmtpSession
 from .smtp.upstream import SmtpUpstreamLogin
 
 

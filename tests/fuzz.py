@@ -19,13 +19,14 @@ pieces, with login outcomes) and runs it against the sans-I/O core, checking aft
     before TLS where TLS is required, and never twice without an outcome in between; it answers
     nothing while a login is pending and nothing after Close or Relay; what it leaves for the
     relay is a suffix of its input;
-  - the front's state agrees with what it said (reading, login pending, closed, relaying);
+  - the front's public phase agrees with what it said (READING, LOGGING_IN, CLOSED, RELAYING);
   - IMAP literal data is never taken as a command: in a well-behaved client's conversation
     (literals sent only after `+`, or as LITERAL+), no answer ever carries a tag that only
     appeared inside literal data, and no Login uses a user name that only appeared there;
   - an upstream core sends the token at most once (SMTP: never before STARTTLS), emits exactly
-    zero or one outcome and nothing after it, closes only when refusing, and never quotes the
-    token or the XOAUTH2 string in an error.
+    zero or one outcome and nothing after it, closes when and only when refusing, its public
+    phase agrees with its outcome, and it never quotes the token or the XOAUTH2 string in an
+    error.
 """
 
 from __future__ import annotations
@@ -59,7 +60,17 @@ def _instrumented_imports() -> contextlib.AbstractContextManager[object]:
 
 
 with _instrumented_imports():
-    from proxy.actions import Close, LoggedIn, Login, LoginRefused, Relay, Send, StartTLS
+    from proxy.actions import (
+        Close,
+        LoggedIn,
+        Login,
+        LoginRefused,
+        Phase,
+        Relay,
+        Send,
+        SignInPhase,
+        StartTLS,
+    )
     from proxy.errors import (
         NeedsReauthorisation,
         ProxyError,
@@ -67,18 +78,14 @@ with _instrumented_imports():
         Throttled,
         WrongPassword,
     )
-    from proxy.imap import session as imap_session
-    from proxy.imap.session import ImapSession
+    from proxy.imap.device import ImapSession
     from proxy.imap.upstream import ImapUpstreamLogin
-    from proxy.pop3 import session as pop3_session
-    from proxy.pop3 import upstream as pop3_upstream
-    from proxy.pop3.session import Pop3Session
+    from proxy.pop3.device import Pop3Session
     from proxy.pop3.upstream import Pop3UpstreamLogin
     from proxy.sasl import xoauth2
-    from proxy.smtp import session as smtp_session
-    from proxy.smtp import upstream as smtp_upstream
-    from proxy.smtp.session import SmtpSession
+    from proxy.smtp.device import SmtpSession
     from proxy.smtp.upstream import SmtpUpstreamLogin
+    from tests.support.playbook import b64
 
 SLOW_INPUT = 2.0  # seconds; a parser taking longer on a few KB is hanging
 MAX_LEN = 4096  # bytes of fuzz input
@@ -135,13 +142,9 @@ class ByteReader:
         return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a] or [data]
 
 
-def _b64(text: str) -> bytes:
-    return base64.b64encode(text.encode())
-
-
 USER = "alice@contoso.example"
 SECRET = 'pw "q" \\ é'  # needs quoting in IMAP, has spaces for POP3 PASS, is not ASCII
-PLAIN = _b64(f"\0{USER}\0{SECRET}")
+PLAIN = b64(f"\0{USER}\0{SECRET}")
 INJECTED = b"INJECTED"  # starts a line in an error message; must never start an answer line
 FRAGMENTS = (b"{", b"}", b"+}", b"{3}", b"{2+}", b"\r", b"\n", b"\r\n", b" ", b'"', b"\\", b"(",
              b")", b"\x00", b"\xff\xfe", b"NIL", b"=", b"*", "é".encode(), b"\t")
@@ -153,8 +156,8 @@ IMAP_LINES = (
     b"a4 LOGIN {5+}\r\nalice {3+}\r\npw4\r\n",
     b"a5 AUTHENTICATE PLAIN\r\n", PLAIN + b"\r\n",
     b"a6 AUTHENTICATE PLAIN " + PLAIN + b"\r\n",
-    b"a7 AUTHENTICATE LOGIN\r\n", _b64(USER) + b"\r\n", _b64(SECRET) + b"\r\n",
-    b"a8 authenticate login " + _b64(USER) + b"\r\n",
+    b"a7 AUTHENTICATE LOGIN\r\n", b64(USER) + b"\r\n", b64(SECRET) + b"\r\n",
+    b"a8 authenticate login " + b64(USER) + b"\r\n",
     b"*\r\n", b"=\r\n", b"a9 STARTTLS\r\n", b"b1 CAPABILITY\r\n", b"b2 NOOP\r\n",
     b"b3 LOGOUT\r\n", b"b4 ID NIL\r\n", b'b5 ID ("name" "x")\r\n', b"b6 SELECT INBOX\r\n",
     b"b7 AUTHENTICATE XOAUTH2\r\n", b"b8 LOGIN\r\n", b"b9 LOGIN a\r\n", b"c1 LOGIN (a) b\r\n",
@@ -166,20 +169,20 @@ IMAP_LINES = (
 POP3_LINES = (
     b"USER alice@contoso.example\r\n", b"PASS " + SECRET.encode() + b"\r\n", b"USER\r\n",
     b"PASS\r\n", b"AUTH\r\n", b"AUTH PLAIN\r\n", PLAIN + b"\r\n", b"AUTH PLAIN " + PLAIN + b"\r\n",
-    b"AUTH PLAIN =\r\n", b"AUTH LOGIN\r\n", b"auth login " + _b64(USER) + b"\r\n",
-    _b64(USER) + b"\r\n", _b64(SECRET) + b"\r\n", b"*\r\n", b"CAPA\r\n", b"STLS\r\n", b"QUIT\r\n",
+    b"AUTH PLAIN =\r\n", b"AUTH LOGIN\r\n", b"auth login " + b64(USER) + b"\r\n",
+    b64(USER) + b"\r\n", b64(SECRET) + b"\r\n", b"*\r\n", b"CAPA\r\n", b"STLS\r\n", b"QUIT\r\n",
     b"STAT\r\n", b"APOP alice 0123\r\n", b"AUTH XOAUTH2\r\n", b"AUTH PLAIN a b\r\n", b"RETR 1\r\n",
     b"user alice\r\n", b"pass pw\r\n", b"\r\n", b"PASS  \r\n",
 )
 SMTP_LINES = (
     b"EHLO printer\r\n", b"HELO printer\r\n", b"EHLO\r\n", b"AUTH PLAIN\r\n", PLAIN + b"\r\n",
     b"AUTH PLAIN " + PLAIN + b"\r\n", b"AUTH PLAIN =\r\n", b"AUTH LOGIN\r\n",
-    b"auth login " + _b64(USER) + b"\r\n", _b64(USER) + b"\r\n", _b64(SECRET) + b"\r\n",
+    b"auth login " + b64(USER) + b"\r\n", b64(USER) + b"\r\n", b64(SECRET) + b"\r\n",
     b"*\r\n", b"STARTTLS\r\n", b"MAIL FROM:<a@b>\r\n", b"RCPT TO:<c@d>\r\n", b"DATA\r\n",
     b"BDAT 10 LAST\r\n", b"RSET\r\n", b"NOOP\r\n", b"QUIT\r\n", b"VRFY x\r\n", b"HELP\r\n",
     b"AUTH CRAM-MD5\r\n", b"AUTH\r\n", b"AUTH PLAIN a b c\r\n", b"\r\n",
     b"EHLO printer\r\nAUTH PLAIN " + PLAIN + b"\r\n",
-    b"HELO printer\r\nAUTH LOGIN\r\n" + _b64(USER) + b"\r\n" + _b64(SECRET) + b"\r\n",
+    b"HELO printer\r\nAUTH LOGIN\r\n" + b64(USER) + b"\r\n" + b64(SECRET) + b"\r\n",
 )
 
 OUTCOMES: tuple[Callable[[], LoggedIn | ProxyError], ...] = (
@@ -199,35 +202,12 @@ class FrontKind:
     lines: tuple[bytes, ...]
     make: Callable[..., typing.Any]
     line_limit: int | None  # longest answer line, CRLF included
-    state: Callable[[typing.Any], str]  # "reading" | "pending" | "closed" | "relaying" | "done"
-
-
-def _imap_state(session: ImapSession) -> str:
-    state = session._state
-    require(isinstance(state, typing.get_args(imap_session.State)), "unknown IMAP state", state)
-    if isinstance(state, imap_session._LoggingIn):
-        return "pending"
-    return "done" if isinstance(state, imap_session._Done) else "reading"
-
-
-def _pop3_state(session: Pop3Session) -> str:
-    states = pop3_session._State
-    require(isinstance(session._state, states), "unknown POP3 state", session._state)
-    return {states.LOGIN_PENDING: "pending", states.RELAYING: "relaying",
-            states.CLOSED: "closed"}.get(session._state, "reading")
-
-
-def _smtp_state(session: SmtpSession) -> str:
-    phases = smtp_session._Phase
-    require(isinstance(session._phase, phases), "unknown SMTP phase", session._phase)
-    return {phases.WAITING_FOR_LOGIN: "pending", phases.RELAYING: "relaying",
-            phases.CLOSED: "closed"}.get(session._phase, "reading")
 
 
 FRONTS = {
-    "imap": FrontKind(IMAP_LINES, ImapSession, None, _imap_state),
-    "pop3": FrontKind(POP3_LINES, Pop3Session, 512, _pop3_state),
-    "smtp": FrontKind(SMTP_LINES, SmtpSession, 512, _smtp_state),
+    "imap": FrontKind(IMAP_LINES, ImapSession, None),
+    "pop3": FrontKind(POP3_LINES, Pop3Session, 512),
+    "smtp": FrontKind(SMTP_LINES, SmtpSession, 512),
 }
 
 
@@ -275,12 +255,12 @@ class FrontRun:
     received: bytearray = field(default_factory=bytearray)
     said: list[bytes] = field(default_factory=list)  # every answer line
     logins: list[Login] = field(default_factory=list)
-    phase: str = "reading"
+    phase: Phase = Phase.READING  # what the session's answers say it should be
     unparsed: bytes | None = None  # what was left for the relay
 
     @property
     def over(self) -> bool:
-        return self.phase in ("closed", "relaying")
+        return self.phase in (Phase.CLOSED, Phase.RELAYING)
 
     def start(self) -> None:
         self._take(self.session.start(), "start")
@@ -290,15 +270,15 @@ class FrontRun:
             return
         self.received += data
         actions = self.session.receive_data(data)
-        if self.phase == "pending":
+        if self.phase is Phase.LOGGING_IN:
             require(actions == [], "answered while a login was pending", actions)
         self._take(actions, "receive_data")
 
     def resolve(self) -> None:
         """Give the pending login its outcome (and, when immediate, any pipelined one after it)."""
-        while self.phase == "pending":
+        while self.phase is Phase.LOGGING_IN:
             outcome = (self.outcomes.pop(0) if self.outcomes else TemporaryFailure)()
-            self.phase = "reading"  # until the answer says otherwise
+            self.phase = Phase.READING  # until the answer says otherwise
             if isinstance(outcome, LoggedIn):
                 self._check(self.session.login_succeeded(outcome), "login_succeeded")
             else:
@@ -320,10 +300,10 @@ class FrontRun:
                 self.said += check_lines(action.data, kind.line_limit)
             elif isinstance(action, Close):
                 require(last, "actions after Close", actions)
-                self.phase = "closed"
+                self.phase = Phase.CLOSED
             elif isinstance(action, Relay):
                 require(last and origin == "login_succeeded", "Relay out of place", origin, actions)
-                self.phase = "relaying"
+                self.phase = Phase.RELAYING
                 self.unparsed = self.session.take_unparsed()
                 require(bytes(self.received).endswith(self.unparsed), "relayed bytes not a suffix "
                         "of the input", self.unparsed)
@@ -332,7 +312,7 @@ class FrontRun:
                 self.tls = True
             elif isinstance(action, Login):
                 require(last, "actions after Login", actions)
-                require(self.phase == "reading", "Login while", self.phase)
+                require(self.phase is Phase.READING, "Login while", self.phase)
                 require(origin in ("receive_data", "login_failed"), "Login from", origin)
                 require(bool(action.username) and bool(action.password), "empty credentials",
                         action.username)
@@ -341,13 +321,12 @@ class FrontRun:
                         "sent", action.username)
                 require(derivable(action.password, received), "a password the client never sent")
                 require(self.tls or not self.requires_tls, "Login before TLS")
-                self.phase = "pending"
+                self.phase = Phase.LOGGING_IN
                 self.logins.append(action)
             else:
                 raise InvariantViolation(f"unknown action {action!r}")
-        state = kind.state(self.session)
-        expected = "done" if self.over and self.protocol == "imap" else self.phase
-        require(state == expected, f"state {state} after the session said {expected}")
+        phase = self.session.phase
+        require(phase is self.phase, f"phase {phase} after the session said {self.phase}")
 
 
 def _front_options(protocol: str, reader: ByteReader) -> dict[str, typing.Any]:
@@ -390,7 +369,7 @@ def run_front(protocol: str, data: bytes) -> FrontRun:
             pending.clear()
     for piece in reader.pieces(bytes(pending)):
         run.feed(piece)
-    while run.phase == "pending":
+    while run.phase is Phase.LOGGING_IN:
         run.resolve()
     require(time.perf_counter() - started < SLOW_INPUT, "slow input")
     return run
@@ -401,7 +380,7 @@ def run_front(protocol: str, data: bytes) -> FrontRun:
 LITERAL_COMMANDS = (  # what literal data looks like: commands with tags found nowhere else
     b"LIT1 LOGOUT\r\n", b"LIT2 LOGIN mallory secret\r\n", b"LIT3 CAPABILITY\r\n",
     b"LIT4 NOOP\r\nLIT5 LOGOUT\r\n", b"LIT6 LOGIN mallory {6}\r\nsecret\r\n",
-    b"LIT7 AUTHENTICATE PLAIN " + _b64("\0mallory\0secret") + b"\r\n", b"\r\nLIT8 ID NIL\r\n",
+    b"LIT7 AUTHENTICATE PLAIN " + b64("\0mallory\0secret") + b"\r\n", b"\r\nLIT8 ID NIL\r\n",
     b"LIT9 LOGIN {7+}\r\nmallory {6+}\r\nsecret\r\n",
 )
 
@@ -550,38 +529,19 @@ ECHO_PREFIXES = (b"X1 NO ", b"X2 NO ", b"X2 BAD ", b"* BYE ", b"* OK ", b"+ ", b
 class UpstreamKind:
     lines: tuple[bytes, ...]
     make: Callable[[ByteReader], typing.Any]
-    state: Callable[[typing.Any], bool]  # the core's own "finished" (it emitted an outcome)
-
-
-def _imap_finished(core: ImapUpstreamLogin) -> bool:
-    step = core._step
-    require(step is None or step.purpose in ("capability", "authenticate", "capability-after"),
-            "unknown IMAP login step", step)
-    return core._finished
-
-
-def _pop3_finished(core: Pop3UpstreamLogin) -> bool:
-    states = pop3_upstream._State
-    require(isinstance(core._state, states), "unknown POP3 login state", core._state)
-    return core._state in (states.LOGGED_IN, states.REFUSED)
-
-
-def _smtp_finished(core: SmtpUpstreamLogin) -> bool:
-    steps = smtp_upstream._Step
-    require(isinstance(core._step, steps), "unknown SMTP login step", core._step)
-    return core._step in (steps.DONE, steps.FAILED)
 
 
 UPSTREAMS = {
-    "imap": UpstreamKind(IMAP_SERVER, lambda r: ImapUpstreamLogin(MAILBOX, TOKEN), _imap_finished),
+    "imap": UpstreamKind(IMAP_SERVER, lambda r: ImapUpstreamLogin(MAILBOX, TOKEN)),
     "pop3": UpstreamKind(
-        POP3_SERVER, lambda r: Pop3UpstreamLogin(MAILBOX, TOKEN, max_line=64 if r.flag() else 8192),
-        _pop3_finished),
+        POP3_SERVER, lambda r: Pop3UpstreamLogin(MAILBOX, TOKEN, max_line=64 if r.flag() else 8192)),
     "smtp": UpstreamKind(
         SMTP_SERVER, lambda r: SmtpUpstreamLogin(MAILBOX, TOKEN, starttls=r.below(4) != 0,
-                                                 max_line=64 if r.flag() else 4096),
-        _smtp_finished),
+                                                 max_line=64 if r.flag() else 4096)),
 }
+# The phase an upstream core must show after each outcome.
+PHASE_AFTER = {None: SignInPhase.SIGNING_IN, LoggedIn: SignInPhase.LOGGED_IN,
+               LoginRefused: SignInPhase.REFUSED}
 SECRETS = (TOKEN, XOAUTH2.decode(), base64.b64decode(XOAUTH2).decode())
 
 
@@ -598,8 +558,8 @@ class UpstreamRun:
         actions = self.core.receive_data(data)
         if self.outcome is not None:
             require(actions == [], "actions after the outcome", actions)
-        closed = False
-        for action in actions:
+        closed = refused = False
+        for i, action in enumerate(actions):
             if isinstance(action, Send):
                 self.sent += check_lines(action.data)
                 if XOAUTH2 in action.data:
@@ -615,17 +575,19 @@ class UpstreamRun:
                 closed = True
             elif isinstance(action, (LoggedIn, LoginRefused)):
                 require(self.outcome is None, "a second outcome", action)
+                require(i == len(actions) - 1, "actions after the outcome", actions)
                 self.outcome = action
                 if isinstance(action, LoginRefused):
+                    refused = True
                     message = action.error.message
                     for secret in SECRETS:
                         require(secret not in message, "a secret in an error message", message)
             else:
                 raise InvariantViolation(f"unknown action {action!r}")
-        require(not closed or isinstance(self.outcome, LoginRefused), "Close without a refusal")
-        finished = UPSTREAMS[self.protocol].state(self.core)
-        require(finished == (self.outcome is not None), "the core's state disagrees with its "
-                "outcome", finished, self.outcome)
+        require(closed == refused, "a Close without a refusal, or a refusal without Close", actions)
+        phase = self.core.phase
+        require(phase is PHASE_AFTER[type(self.outcome) if self.outcome else None],
+                "the core's phase disagrees with its outcome", phase, self.outcome)
 
 
 def run_upstream(protocol: str, data: bytes) -> UpstreamRun:

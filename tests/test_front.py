@@ -19,7 +19,7 @@ from proxy.glue.front import FrontFactory, FrontProtocol
 from proxy.glue.relay import DRAIN_TIMEOUT, IDLE_TIMEOUT
 from proxy.glue.signed_in import SignedIn
 from proxy.glue.upstream_connection import SignedInUpstream, UpstreamProtocol, UpstreamTarget
-from proxy.imap.session import ImapSession
+from proxy.imap.device import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.protocols import IMAP_BUSY
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.actions import Close, LoggedIn, LoginRefused, Send
+from proxy.actions import Close, LoggedIn, LoginRefused, Send, SignInPhase
 from proxy.errors import FailureKind, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.imap.upstream import ImapUpstreamLogin
-from tests.support.actions import merged as outcome
-from tests.support.actions import split
+from tests.support.playbook import merged as outcome
+from tests.support.playbook import split
 
 # Microsoft's worked example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
@@ -79,9 +79,10 @@ def expect(expected: list[object], leftover: bytes) -> tuple[list[object], bytes
     return outcome(expected), None if CLOSE in expected else leftover
 
 
-def refusal(actions: list[object], index: int) -> tuple[type, str]:
-    """The (error class, message) pair at `index` of an outcome list."""
-    item = actions[index]
+def refusal(actions: list[object]) -> tuple[type, str]:
+    """The (error class, message) pair that ends an outcome list, after the Close."""
+    assert actions[-2] == CLOSE
+    item = actions[-1]
     assert isinstance(item, tuple)
     error_class, message = item
     assert isinstance(error_class, type) and isinstance(message, str)
@@ -116,7 +117,7 @@ TRANSCRIPTS = [
     ),
     pytest.param(
         O365_GREETING + O365_CAPABILITY + b"X2 NO AUTHENTICATE failed.\r\n",
-        [SEND_CAPABILITY_1, SEND_AUTH_IR_2, rejected("AUTHENTICATE failed."), CLOSE],
+        [SEND_CAPABILITY_1, SEND_AUTH_IR_2, CLOSE, rejected("AUTHENTICATE failed.")],
         b"",
         id="o365-refused",
     ),
@@ -124,7 +125,7 @@ TRANSCRIPTS = [
         O365_GREETING
         + O365_CAPABILITY
         + b"X2 BAD User is authenticated but not connected.\r\n* BYE Connection closed. 14\r\n",
-        [SEND_CAPABILITY_1, SEND_AUTH_IR_2, WRONG_MAILBOX, CLOSE],
+        [SEND_CAPABILITY_1, SEND_AUTH_IR_2, CLOSE, WRONG_MAILBOX],
         b"",
         id="o365-wrong-mailbox",
     ),
@@ -135,12 +136,12 @@ TRANSCRIPTS = [
         [
             SEND_CAPABILITY_1,
             SEND_AUTH_IR_2,
+            CLOSE,
             (
                 Throttled,
                 "Office 365 is throttling this mailbox, try again later: Request is throttled. "
                 "Suggested Backoff Time: 2000 milliseconds",
             ),
-            CLOSE,
         ],
         b"",
         id="o365-throttled-no",
@@ -152,12 +153,12 @@ TRANSCRIPTS = [
         [
             SEND_CAPABILITY_1,
             SEND_AUTH_IR_2,
+            CLOSE,
             (
                 Throttled,
                 "Office 365 is throttling this mailbox, try again later: Request is throttled. "
                 "Suggested Backoff Time: 50 milliseconds",
             ),
-            CLOSE,
         ],
         b"",
         id="o365-throttled-bad",
@@ -175,8 +176,8 @@ TRANSCRIPTS = [
         [
             SEND_AUTH_IR_1,
             SEND_EMPTY,
-            rejected("[AUTHENTICATIONFAILED] Authentication failed."),
             CLOSE,
+            rejected("[AUTHENTICATIONFAILED] Authentication failed."),
         ],
         b"",
         id="dovecot-refused-with-report",
@@ -196,13 +197,13 @@ TRANSCRIPTS = [
     ),
     pytest.param(
         NO_SASL_IR_GREETING + b"+ \r\n" + DOVECOT_REPORT + b"X1 NO [AUTHENTICATIONFAILED] no\r\n",
-        [SEND_AUTH_1, SEND_TOKEN, SEND_EMPTY, rejected("[AUTHENTICATIONFAILED] no"), CLOSE],
+        [SEND_AUTH_1, SEND_TOKEN, SEND_EMPTY, CLOSE, rejected("[AUTHENTICATIONFAILED] no")],
         b"",
         id="two-step-refused-with-report",
     ),
     pytest.param(
         b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n",
-        [(UpstreamUnavailable, "The mail server does not offer AUTH=XOAUTH2"), CLOSE],
+        [CLOSE, (UpstreamUnavailable, "The mail server does not offer AUTH=XOAUTH2")],
         b"",
         id="no-xoauth2-in-greeting",
     ),
@@ -210,8 +211,8 @@ TRANSCRIPTS = [
         O365_GREETING + b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nX1 OK done\r\n",
         [
             SEND_CAPABILITY_1,
-            (UpstreamUnavailable, "The mail server does not offer AUTH=XOAUTH2"),
             CLOSE,
+            (UpstreamUnavailable, "The mail server does not offer AUTH=XOAUTH2"),
         ],
         b"",
         id="no-xoauth2-in-capability",
@@ -225,11 +226,11 @@ TRANSCRIPTS = [
     pytest.param(
         b"* BYE Too many connections from your address\r\n",
         [
+            CLOSE,
             (
                 UpstreamUnavailable,
                 "The mail server is not available: Too many connections from your address",
             ),
-            CLOSE,
         ],
         b"",
         id="bye-greeting",
@@ -237,18 +238,18 @@ TRANSCRIPTS = [
     pytest.param(
         b"* PREAUTH [CAPABILITY IMAP4rev1] logged in as nobody\r\n",
         [
+            CLOSE,
             (
                 UpstreamUnavailable,
                 "The mail server is not available: [CAPABILITY IMAP4rev1] logged in as nobody",
             ),
-            CLOSE,
         ],
         b"",
         id="preauth-greeting",
     ),
     pytest.param(
         b"+OK POP3 server ready\r\n",
-        [(UpstreamUnavailable, "The mail server did not greet as an IMAP server"), CLOSE],
+        [CLOSE, (UpstreamUnavailable, "The mail server did not greet as an IMAP server")],
         b"",
         id="not-imap",
     ),
@@ -256,8 +257,8 @@ TRANSCRIPTS = [
         O365_GREETING + b"X1 NO CAPABILITY not now\r\n",
         [
             SEND_CAPABILITY_1,
-            (UpstreamUnavailable, "The mail server refused CAPABILITY: CAPABILITY not now"),
             CLOSE,
+            (UpstreamUnavailable, "The mail server refused CAPABILITY: CAPABILITY not now"),
         ],
         b"",
         id="capability-refused",
@@ -266,8 +267,8 @@ TRANSCRIPTS = [
         O365_GREETING + b"+ go ahead\r\n",
         [
             SEND_CAPABILITY_1,
-            (UpstreamUnavailable, "The mail server sent an unexpected continuation"),
             CLOSE,
+            (UpstreamUnavailable, "The mail server sent an unexpected continuation"),
         ],
         b"",
         id="unexpected-continuation",
@@ -276,8 +277,8 @@ TRANSCRIPTS = [
         DOVECOT_GREETING + b"* BYE Server shutting down.\r\n",
         [
             SEND_AUTH_IR_1,
-            (UpstreamUnavailable, "The mail server closed the session: Server shutting down."),
             CLOSE,
+            (UpstreamUnavailable, "The mail server closed the session: Server shutting down."),
         ],
         b"",
         id="bye-during-authenticate",
@@ -286,12 +287,12 @@ TRANSCRIPTS = [
         DOVECOT_GREETING + b"X1 NO [UNAVAILABLE] Temporary authentication failure.\r\n",
         [
             SEND_AUTH_IR_1,
+            CLOSE,
             (
                 UpstreamUnavailable,
                 "The mail server is temporarily unavailable: [UNAVAILABLE] Temporary "
                 "authentication failure.",
             ),
-            CLOSE,
         ],
         b"",
         id="temporary-code",
@@ -333,7 +334,7 @@ TRANSCRIPTS = [
     ),
     pytest.param(
         b"* OK " + b"x" * 70000 + b"\r\n",
-        [(UpstreamUnavailable, "The mail server sent an overlong line"), CLOSE],
+        [CLOSE, (UpstreamUnavailable, "The mail server sent an overlong line")],
         b"",
         id="overlong-line",
     ),
@@ -394,11 +395,18 @@ def test_nothing_sent_before_greeting() -> None:
 
 
 def test_verdict_is_final() -> None:
-    """After LoggedIn or LoginRefused, further server bytes produce nothing and stay unparsed."""
+    """After LoginRefused, further server bytes produce nothing and are dropped (the connection
+    closes); after LoggedIn they produce nothing and stay for the client."""
     login = ImapUpstreamLogin(MAILBOX, TOKEN)
     login.receive_data(b"* BYE go away\r\n")
+    assert login.phase is SignInPhase.REFUSED
     assert login.receive_data(b"* OK [CAPABILITY AUTH=XOAUTH2 SASL-IR] hi\r\n") == []
-    assert login.take_unparsed() == b"* OK [CAPABILITY AUTH=XOAUTH2 SASL-IR] hi\r\n"
+    assert login.take_unparsed() == b""
+    login = ImapUpstreamLogin(MAILBOX, TOKEN)
+    login.receive_data(b"* OK [CAPABILITY AUTH=XOAUTH2 SASL-IR] hi\r\nX1 OK [CAPABILITY IMAP4rev1] in\r\n")
+    assert login.phase is SignInPhase.LOGGED_IN
+    assert login.receive_data(b"* 1 EXISTS\r\n") == []
+    assert login.take_unparsed() == b"* 1 EXISTS\r\n"
 
 
 def test_wrong_mailbox_message_mentions_the_mailbox() -> None:
@@ -407,7 +415,7 @@ def test_wrong_mailbox_message_mentions_the_mailbox() -> None:
         [DOVECOT_GREETING + b"X1 BAD User is authenticated but not connected.\r\n"],
         mailbox="shared@contoso.com",
     )
-    error_class, message = refusal(actions, 1)
+    error_class, message = refusal(actions)
     assert error_class is UpstreamRejected
     assert "mailbox" in message and "Add-MailboxPermission" in message
 
@@ -415,7 +423,7 @@ def test_wrong_mailbox_message_mentions_the_mailbox() -> None:
 def test_server_text_is_one_line_and_bounded() -> None:
     """Server text quoted in an error is whitespace-collapsed and at most 200 characters."""
     actions, _ = sign_in([DOVECOT_GREETING + b"X1 NO  a\t b " + b"y" * 500 + b"\r\n"])
-    _, message = refusal(actions, 1)
+    _, message = refusal(actions)
     assert "a b yyy" in message and "\t" not in message
     assert len(message) < 300
 
@@ -425,7 +433,7 @@ def test_post_login_capability_refusal_names_the_command() -> None:
     actions, _ = sign_in(
         [O365_GREETING + O365_CAPABILITY + b"X2 OK AUTHENTICATE completed.\r\nX3 NO busy\r\n"]
     )
-    _, message = refusal(actions, -2)
+    _, message = refusal(actions)
     assert "CAPABILITY-AFTER" not in message and "CAPABILITY" in message
 
 
@@ -459,7 +467,9 @@ def test_arbitrary_server_bytes_are_safe(chunks: list[bytes]) -> None:
     if verdicts:
         index = actions.index(verdicts[0])
         tail = actions[index + 1 :]
-        assert tail == ([CLOSE] if isinstance(verdicts[0], LoginRefused) else [])
+        assert tail == []  # the verdict is the last action, after the Close of a refusal
+        if isinstance(verdicts[0], LoginRefused):
+            assert actions[index - 1] == CLOSE
     sent = [a.data for a in actions if isinstance(a, Send)]
     assert sum(RESPONSE in data for data in sent) <= 1
     for verdict in verdicts:

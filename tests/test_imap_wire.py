@@ -22,7 +22,7 @@ from proxy.imap.wire import (
     quote,
     tag_of,
 )
-from tests.support.actions import split
+from tests.support.playbook import split
 
 CONTINUE = ContinuationNeeded()
 

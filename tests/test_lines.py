@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.lines import LineBuffer, LineTooLong
-from tests.support.actions import split
+from tests.support.playbook import split
 
 TOO_LONG = "LineTooLong"
 

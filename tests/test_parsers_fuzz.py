@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.actions import LoggedIn
-from proxy.imap.session import ImapSession
+from proxy.actions import LoggedIn, Phase
+from proxy.imap.device import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.pop3.upstream import Pop3UpstreamLogin
 from proxy.smtp.upstream import SmtpUpstreamLogin
@@ -37,7 +37,7 @@ def test_random_inputs_reach_logins_relays_and_upstream_outcomes() -> None:
     for protocol in ("imap", "pop3", "smtp"):
         fronts = [fuzz.run_front(protocol, data) for data in inputs]
         assert sum(bool(run.logins) for run in fronts) > 30, protocol
-        assert any(run.phase == "relaying" for run in fronts), protocol
+        assert any(run.phase is Phase.RELAYING for run in fronts), protocol
         upstreams = [fuzz.run_upstream(protocol, data) for data in inputs]
         assert any(isinstance(run.outcome, LoggedIn) for run in upstreams), protocol
         assert sum(run.outcome is not None for run in upstreams) > 150, protocol

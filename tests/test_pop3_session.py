@@ -1,55 +1,29 @@
-"""The POP3 front session: bytes from the client in, actions out."""
+"""The POP3 device session: bytes from the client in, actions out, as Playbook scripts."""
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.actions import Close, LoggedIn, Login, Relay, Send, StartTLS
+from proxy.actions import Close, LoggedIn, Login, Phase, Relay, Send, StartTLS
 from proxy.errors import ProxyError, TokenEndpointUnavailable, WrongPassword
 from proxy.pop3 import Pop3Session
-from tests.support.actions import merged, split
-
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
-
-
-
+from tests.support.playbook import (
+    Failed,
+    Playbook,
+    Received,
+    Started,
+    Succeeded,
+    Unparsed,
+    b64,
+    converse,
+    script_tests,
+)
 
 Outcome = LoggedIn | ProxyError
-
-
-def converse(
-    chunks: Sequence[bytes], outcomes: Sequence[Outcome] = (), **options: Any
-) -> tuple[list[object], bytes]:
-    """Feed `chunks` after the greeting; answer each Login with the next outcome at once.
-
-    Returns the merged actions after the greeting and what is left for the relay.
-    """
-    session = Pop3Session(**options)
-    session.start()
-    pending = list(outcomes)
-    actions: list[object] = []
-
-    def record(new: list[Any]) -> None:
-        actions.extend(new)
-        while new and isinstance(new[-1], Login) and pending:
-            outcome = pending.pop(0)
-            if isinstance(outcome, LoggedIn):
-                new = session.login_succeeded(outcome)
-            else:
-                new = session.login_failed(outcome)
-            actions.extend(new)
-
-    for chunk in chunks:
-        record(session.receive_data(chunk))
-    return merged(actions), session.take_unparsed()
 
 
 def err(text: str) -> Send:
@@ -63,6 +37,7 @@ def ok(text: str) -> Send:
 PROMPT_USERNAME = Send(b"+ VXNlcm5hbWU6\r\n")
 PROMPT_PASSWORD = Send(b"+ UGFzc3dvcmQ6\r\n")
 WRONG = WrongPassword()
+WRONG_ANSWER = err("[AUTH] Wrong user name or password.")
 UNREACHABLE = TokenEndpointUnavailable()
 CAPA_ANSWER = Send(
     b"+OK Capability list follows\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
@@ -70,345 +45,374 @@ CAPA_ANSWER = Send(
 )
 MECHANISM_LIST = Send(b"+OK Supported mechanisms follow\r\nPLAIN\r\nLOGIN\r\n.\r\n")
 
-# (input, outcomes for successive Logins, expected merged actions, expected unparsed)
-CONVERSATIONS = [
+# Client input, and each Login answered with an outcome as the glue would; a script ends with
+# nothing left unparsed unless it says what is.
+SCRIPTS = [
     pytest.param(
-        b"USER alice\r\nPASS s3cret\r\n",
-        [],
-        [ok("Send PASS."), Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER alice\r\nPASS s3cret\r\n")
+        << ok("Send PASS.")
+        << Login("alice", "s3cret"),
         id="user-pass",
     ),
     pytest.param(
-        b"user alice\r\npAsS s3cret\r\n",
-        [],
-        [ok("Send PASS."), Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"user alice\r\npAsS s3cret\r\n")
+        << ok("Send PASS.")
+        << Login("alice", "s3cret"),
         id="commands-case-insensitive",
     ),
     pytest.param(
-        b"USER alice\nPASS s3cret\n",
-        [],
-        [ok("Send PASS."), Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER alice\nPASS s3cret\n")
+        << ok("Send PASS.")
+        << Login("alice", "s3cret"),
         id="bare-lf",
     ),
     pytest.param(
-        b"USER alice\r\nPASS my pass \r\n",
-        [],
-        [ok("Send PASS."), Login("alice", "my pass ")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER alice\r\nPASS my pass \r\n")
+        << ok("Send PASS.")
+        << Login("alice", "my pass "),
         id="pass-keeps-spaces",
     ),
     pytest.param(
-        b"USER alice\r\nCAPA\r\n",
-        [],
-        [ok("Send PASS."), CAPA_ANSWER],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER alice\r\nCAPA\r\n")
+        << ok("Send PASS.")
+        << CAPA_ANSWER,
         id="user-alone-no-login",
     ),
-    pytest.param(b"PASS s3cret\r\n", [], [err("Send USER first.")], b"", id="pass-without-user"),
-    pytest.param(b"USER\r\n", [], [err("USER needs a user name.")], b"", id="user-without-name"),
     pytest.param(
-        b"USER alice\r\nPASS\r\n",
-        [],
-        [ok("Send PASS."), err("User name and password must not be empty.")],
-        b"",
-        id="pass-empty",
+        Playbook(Pop3Session)
+        >> Received(b"PASS s3cret\r\n")
+        << err("Send USER first."),
+        id="pass-without-user",
     ),
-    pytest.param(b"AUTH\r\n", [], [MECHANISM_LIST], b"", id="auth-lists-mechanisms"),
     pytest.param(
-        b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n",
-        [],
-        [Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER\r\n")
+        << err("USER needs a user name."),
+        id="user-without-name",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"USER alice\r\nPASS\r\n")
+        << ok("Send PASS.")
+        << WRONG_ANSWER,
+        id="pass-empty-answered-as-wrong-password",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"AUTH\r\n")
+        << MECHANISM_LIST,
+        id="auth-lists-mechanisms",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
+        << Login("alice", "s3cret"),
         id="auth-plain-initial-response",
     ),
     pytest.param(
-        b"AUTH PLAIN\r\n" + b64(b"\0alice\0s3cret") + b"\r\n",
-        [],
-        [Send(b"+ \r\n"), Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN\r\n" + b64(b"\0alice\0s3cret") + b"\r\n")
+        << Send(b"+ \r\n")
+        << Login("alice", "s3cret"),
         id="auth-plain-two-step",
     ),
     pytest.param(
-        b"auth plain " + b64(b"alice\0alice\0pw") + b"\r\n",
-        [],
-        [Login("alice", "pw")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"auth plain " + b64(b"alice\0alice\0pw") + b"\r\n")
+        << Login("alice", "pw"),
         id="auth-plain-authzid-same-user",
     ),
     pytest.param(
-        b"AUTH PLAIN " + b64(b"bob\0alice\0pw") + b"\r\n",
-        [],
-        [err("Authorisation identity must be empty or equal the user name.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN " + b64(b"bob\0alice\0pw") + b"\r\n")
+        << err("Authorisation identity must be empty or equal the user name."),
         id="auth-plain-other-authzid",
     ),
     pytest.param(
-        b"AUTH PLAIN =\r\n",
-        [],
-        [err("Invalid PLAIN response.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN =\r\n")
+        << err("Invalid PLAIN response."),
         id="auth-plain-empty-initial-response",
     ),
     pytest.param(
-        b"AUTH PLAIN " + b64(b"\0alice\0") + b"\r\n",
-        [],
-        [err("User name and password must not be empty.")],
-        b"",
-        id="auth-plain-no-password",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN " + b64(b"\0alice\0") + b"\r\n")
+        << WRONG_ANSWER,
+        id="auth-plain-no-password-answered-as-wrong-password",
     ),
     pytest.param(
-        b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n" + b64(b"s3cret") + b"\r\n",
-        [],
-        [PROMPT_USERNAME, PROMPT_PASSWORD, Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n" + b64(b"s3cret") + b"\r\n")
+        << PROMPT_USERNAME
+        << PROMPT_PASSWORD
+        << Login("alice", "s3cret"),
         id="auth-login",
     ),
     pytest.param(
-        b"AUTH LOGIN " + b64(b"alice") + b"\r\n" + b64(b"s3cret") + b"\r\n",
-        [],
-        [PROMPT_PASSWORD, Login("alice", "s3cret")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN " + b64(b"alice") + b"\r\n" + b64(b"s3cret") + b"\r\n")
+        << PROMPT_PASSWORD
+        << Login("alice", "s3cret"),
         id="auth-login-initial-user",
     ),
     pytest.param(
-        b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n",
-        [],
-        [PROMPT_USERNAME, PROMPT_PASSWORD],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n")
+        << PROMPT_USERNAME
+        << PROMPT_PASSWORD,
         id="auth-login-no-login-before-password",
     ),
     pytest.param(
-        b"AUTH LOGIN\r\n\r\n",
-        [],
-        [PROMPT_USERNAME, err("Empty user name.")],
-        b"",
-        id="auth-login-empty-user",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN\r\n\r\n")
+        << PROMPT_USERNAME
+        << WRONG_ANSWER,
+        id="auth-login-empty-user-answered-as-wrong-password",
     ),
     pytest.param(
-        b"AUTH PLAIN\r\n*\r\nCAPA\r\n",
-        [],
-        [Send(b"+ \r\n"), err("Authentication cancelled."), CAPA_ANSWER],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN\r\n*\r\nCAPA\r\n")
+        << Send(b"+ \r\n")
+        << err("Authentication cancelled.")
+        << CAPA_ANSWER,
         id="cancel-plain-then-usable",
     ),
     pytest.param(
-        b"AUTH LOGIN\r\n*\r\n",
-        [],
-        [PROMPT_USERNAME, err("Authentication cancelled.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN " + b64(b"\0\0pw") + b"\r\n")
+        << WRONG_ANSWER,
+        id="auth-plain-empty-user-answered-as-wrong-password",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN =\r\n")
+        << WRONG_ANSWER,
+        id="auth-login-equals-is-an-empty-user",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN " + b64(b"alice") + b"\r\n=\r\n")
+        << PROMPT_PASSWORD
+        << err("Invalid base64 data."),
+        id="auth-login-equals-password-is-not-empty",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN *\r\n")
+        << err("Invalid base64 data."),
+        id="auth-plain-star-initial-response-is-not-a-cancel",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS\r\n" * 3 + b"CAPA\r\n")
+        << Send((ok("Send PASS.").data + WRONG_ANSWER.data) * 3)
+        << Close(),
+        id="empty-passwords-count-as-failed-logins",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN\r\n*\r\n")
+        << PROMPT_USERNAME
+        << err("Authentication cancelled."),
         id="cancel-login-user",
     ),
     pytest.param(
-        b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n*\r\nUSER bob\r\nPASS x\r\n",
-        [],
-        [
-            PROMPT_USERNAME,
-            PROMPT_PASSWORD,
-            err("Authentication cancelled."),
-            ok("Send PASS."),
-            Login("bob", "x"),
-        ],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN\r\n" + b64(b"alice") + b"\r\n*\r\nUSER bob\r\nPASS x\r\n")
+        << PROMPT_USERNAME
+        << PROMPT_PASSWORD
+        << err("Authentication cancelled.")
+        << ok("Send PASS.")
+        << Login("bob", "x"),
         id="cancel-login-password-then-usable",
     ),
     pytest.param(
-        b"AUTH PLAIN\r\n!!notbase64!!\r\nUSER a\r\nPASS b\r\n",
-        [],
-        [Send(b"+ \r\n"), err("Invalid base64 data."), ok("Send PASS."), Login("a", "b")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN\r\n!!notbase64!!\r\nUSER a\r\nPASS b\r\n")
+        << Send(b"+ \r\n")
+        << err("Invalid base64 data.")
+        << ok("Send PASS.")
+        << Login("a", "b"),
         id="bad-base64-then-usable",
     ),
     pytest.param(
-        b"AUTH PLAIN @@@\r\n",
-        [],
-        [err("Invalid base64 data.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN @@@\r\n")
+        << err("Invalid base64 data."),
         id="bad-base64-initial-response",
     ),
     pytest.param(
-        b"AUTH LOGIN\r\n%%%\r\n",
-        [],
-        [PROMPT_USERNAME, err("Invalid base64 data.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH LOGIN\r\n%%%\r\n")
+        << PROMPT_USERNAME
+        << err("Invalid base64 data."),
         id="bad-base64-login",
     ),
     pytest.param(
-        b"AUTH XOAUTH2 " + b64(b"user=a\1auth=Bearer x\1\1") + b"\r\n",
-        [],
-        [err("Unsupported authentication mechanism; use PLAIN or LOGIN.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH XOAUTH2 " + b64(b"user=a\1auth=Bearer x\1\1") + b"\r\n")
+        << err("Unsupported authentication mechanism; use PLAIN or LOGIN."),
         id="xoauth2-not-offered",
     ),
     pytest.param(
-        b"AUTH CRAM-MD5\r\n",
-        [],
-        [err("Unsupported authentication mechanism; use PLAIN or LOGIN.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH CRAM-MD5\r\n")
+        << err("Unsupported authentication mechanism; use PLAIN or LOGIN."),
         id="unknown-mechanism",
     ),
     pytest.param(
-        b"AUTH PLAIN a b\r\n",
-        [],
-        [err("Syntax error: AUTH mechanism [initial-response].")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN a b\r\n")
+        << err("Syntax error: AUTH mechanism [initial-response]."),
         id="auth-too-many-arguments",
     ),
     pytest.param(
-        b"APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n",
-        [],
-        [err("APOP is not supported; use USER/PASS.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"APOP alice c4c9334bac560ecc979e58001b3e22fb\r\n")
+        << err("APOP is not supported; use USER/PASS."),
         id="apop-refused",
     ),
     pytest.param(
-        b"QUIT\r\nUSER a\r\nPASS b\r\n",
-        [],
-        [ok("xoauth2-proxy signing off."), Close()],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"QUIT\r\nUSER a\r\nPASS b\r\n")
+        << ok("xoauth2-proxy signing off.")
+        << Close(),
         id="quit-closes-and-ignores-the-rest",
     ),
     pytest.param(
-        b"NOOP\r\nSTAT\r\nretr 1\r\n",
-        [],
-        [err("Not logged in: send USER and PASS (or AUTH) first.")] * 3,
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"NOOP\r\nSTAT\r\nretr 1\r\n")
+        << Send(err("Not logged in: send USER and PASS (or AUTH) first.").data * 3),
         id="transaction-commands-before-login",
     ),
     pytest.param(
-        b"FROB\r\n\r\n",
-        [],
-        [err("Unknown command."), err("Unknown command.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"FROB\r\n\r\n")
+        << err("Unknown command.")
+        << err("Unknown command."),
         id="unknown-and-empty",
     ),
-    pytest.param(b"STLS\r\n", [], [err("STLS is not available.")], b"", id="stls-not-offered"),
     pytest.param(
-        b"X" * 9000 + b"\r\nUSER a\r\nPASS b\r\n",
-        [],
-        [err("Line too long."), ok("Send PASS."), Login("a", "b")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"STLS\r\n")
+        << err("STLS is not available."),
+        id="stls-not-offered",
+    ),
+    pytest.param(
+        Playbook(Pop3Session)
+        >> Received(b"X" * 9000 + b"\r\nUSER a\r\nPASS b\r\n")
+        << err("Line too long.")
+        << ok("Send PASS.")
+        << Login("a", "b"),
         id="overlong-line-then-usable",
     ),
     pytest.param(
-        b"AUTH PLAIN\r\n" + b"A" * 9000 + b"\r\nUSER a\r\n",
-        [],
-        [Send(b"+ \r\n"), err("Line too long."), ok("Send PASS.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"AUTH PLAIN\r\n" + b"A" * 9000 + b"\r\nUSER a\r\n")
+        << Send(b"+ \r\n")
+        << err("Line too long.")
+        << ok("Send PASS."),
         id="overlong-sasl-line-ends-exchange",
     ),
     pytest.param(
-        b"USER a\r\nPASS b\r\nSTAT\r\n",
-        [LoggedIn()],
-        [ok("Send PASS."), Login("a", "b"), ok("Logged in."), Relay()],
-        b"STAT\r\n",
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\nSTAT\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Succeeded(LoggedIn())
+        << ok("Logged in.")
+        << Relay()
+        >> Unparsed(b"STAT\r\n"),
         id="pipelined-commands-kept-for-relay",
     ),
     pytest.param(
-        b"USER a\r\nPASS b\r\nLIST\r\nRETR 1\r\n",
-        [LoggedIn()],
-        [ok("Send PASS."), Login("a", "b"), ok("Logged in."), Relay()],
-        b"LIST\r\nRETR 1\r\n",
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\nLIST\r\nRETR 1\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Succeeded(LoggedIn())
+        << ok("Logged in.")
+        << Relay()
+        >> Unparsed(b"LIST\r\nRETR 1\r\n"),
         id="more-pipelined-commands-kept",
     ),
     pytest.param(
-        b"USER a\r\nPASS b\r\n",
-        [WRONG],
-        [ok("Send PASS."), Login("a", "b"), err("[AUTH] Wrong user name or password.")],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Failed(WRONG)
+        << err("[AUTH] Wrong user name or password."),
         id="wrong-password-answer",
     ),
     pytest.param(
-        b"USER a\r\nPASS b\r\n",
-        [UNREACHABLE],
-        [
-            ok("Send PASS."),
-            Login("a", "b"),
-            err("[SYS/TEMP] Microsoft's sign-in service could not be reached; try again later."),
-        ],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Failed(UNREACHABLE)
+        << err("[SYS/TEMP] Microsoft's sign-in service could not be reached; try again later."),
         id="temporary-failure-answer",
     ),
     pytest.param(
-        b"USER a\r\nPASS b\r\nPASS c\r\nUSER a\r\nPASS d\r\nSTAT\r\n",
-        [WRONG, LoggedIn()],
-        [
-            ok("Send PASS."),
-            Login("a", "b"),
-            err("[AUTH] Wrong user name or password."),
-            err("Send USER first."),
-            ok("Send PASS."),
-            Login("a", "d"),
-            ok("Logged in."),
-            Relay(),
-        ],
-        b"STAT\r\n",
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\nPASS c\r\nUSER a\r\nPASS d\r\nSTAT\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Failed(WRONG)
+        << err("[AUTH] Wrong user name or password.")
+        << err("Send USER first.")
+        << ok("Send PASS.")
+        << Login("a", "d")
+        >> Succeeded(LoggedIn())
+        << ok("Logged in.")
+        << Relay()
+        >> Unparsed(b"STAT\r\n"),
         id="retry-after-failure-uses-buffered-commands",
     ),
     pytest.param(
-        b"USER a\r\nPASS 1\r\nUSER a\r\nPASS 2\r\nUSER a\r\nPASS 3\r\nCAPA\r\n",
-        [WRONG, UNREACHABLE, WRONG],
-        [
-            ok("Send PASS."),
-            Login("a", "1"),
-            err("[AUTH] Wrong user name or password."),
-            ok("Send PASS."),
-            Login("a", "2"),
-            err("[SYS/TEMP] Microsoft's sign-in service could not be reached; try again later."),
-            ok("Send PASS."),
-            Login("a", "3"),
-            err("[AUTH] Wrong user name or password."),
-            Close(),
-        ],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS 1\r\nUSER a\r\nPASS 2\r\nUSER a\r\nPASS 3\r\nCAPA\r\n")
+        << ok("Send PASS.")
+        << Login("a", "1")
+        >> Failed(WRONG)
+        << err("[AUTH] Wrong user name or password.")
+        << ok("Send PASS.")
+        << Login("a", "2")
+        >> Failed(UNREACHABLE)
+        << err("[SYS/TEMP] Microsoft's sign-in service could not be reached; try again later.")
+        << ok("Send PASS.")
+        << Login("a", "3")
+        >> Failed(WRONG)
+        << err("[AUTH] Wrong user name or password.")
+        << Close(),
         id="third-login-failure-closes",
     ),
     pytest.param(
-        b"FROB\r\n" * 25,
-        [],
-        [err("Unknown command.")] * 19 + [err("Too many errors; closing connection."), Close()],
-        b"",
+        Playbook(Pop3Session)
+        >> Received(b"FROB\r\n" * 25)
+        << Send(err("Unknown command.").data * 19)
+        << err("Too many errors; closing connection.")
+        << Close(),
         id="error-cap-closes",
     ),
 ]
 
-
-@pytest.mark.parametrize("data, outcomes, expected, unparsed", CONVERSATIONS)
-def test_conversation(
-    data: bytes, outcomes: list[Outcome], expected: list[object], unparsed: bytes
-) -> None:
-    """Each client input gives exactly these answers, Logins and leftover bytes."""
-    assert converse([data], outcomes) == (merged(expected), unparsed)
-
-
-@pytest.mark.parametrize("data, outcomes, expected, unparsed", CONVERSATIONS)
-def test_conversation_byte_by_byte(
-    data: bytes, outcomes: list[Outcome], expected: list[object], unparsed: bytes
-) -> None:
-    """Feeding one byte at a time gives the same actions as one chunk."""
-    whole = converse([data], outcomes)
-    single = converse([data[i : i + 1] for i in range(len(data))], outcomes)
-    assert single == whole
-
-
-@settings(max_examples=300, deadline=None)
-@given(case=st.sampled_from(CONVERSATIONS), cuts=st.lists(st.integers(min_value=0), max_size=8))
-def test_conversation_random_splits(case: Any, cuts: list[int]) -> None:
-    """Any split of the input gives the same actions as one chunk."""
-    data, outcomes, _, _ = case.values
-    chunks = split(data, cuts)
-    assert converse(chunks, outcomes) == converse([data], outcomes)
+test_script, test_script_byte_by_byte, test_script_random_splits = script_tests(SCRIPTS)
 
 
 def test_greeting() -> None:
     """The greeting is a plain +OK without an APOP timestamp."""
-    assert Pop3Session().start() == [Send(b"+OK xoauth2-proxy POP3 ready\r\n")]
+    assert Playbook(Pop3Session) >> Started() << ok("xoauth2-proxy POP3 ready")
 
 
 def capa_lines(**options: Any) -> list[bytes]:
-    actions, _ = converse([b"CAPA\r\n"], **options)
+    actions = Pop3Session(**options).receive_data(b"CAPA\r\n")
     assert len(actions) == 1 and isinstance(actions[0], Send)
     assert actions[0].data.endswith(b"\r\n.\r\n")
     return actions[0].data.split(b"\r\n")[:-1]
@@ -448,41 +452,81 @@ def test_capa_offers_stls_and_hides_login_until_tls() -> None:
 
 
 def test_stls_starts_tls_and_drops_plaintext_pipelined_bytes() -> None:
-    """STLS answers +OK, asks for TLS and discards what was pipelined in plaintext after it."""
-    session = Pop3Session(starttls=True)
-    actions = session.receive_data(b"USER a\r\nSTLS\r\nPASS injected\r\n")
-    assert actions == [ok("Send PASS."), ok("Begin TLS negotiation."), StartTLS()]
-    assert session.take_unparsed() == b""
-    # The user name given before TLS does not carry over.
-    assert session.receive_data(b"PASS b\r\nSTLS\r\n") == [
-        err("Send USER first."),
-        err("TLS is already active."),
-    ]
-    assert b"STLS" not in session.receive_data(b"CAPA\r\n")[0].data  # type: ignore[union-attr]
+    """STLS answers +OK, asks for TLS and discards what was pipelined in plaintext after it;
+    the user name given before TLS does not carry over, and STLS is offered no more."""
+    assert (
+        Playbook(Pop3Session, starttls=True)
+        >> Received(b"USER a\r\nSTLS\r\nPASS injected\r\n")
+        << ok("Send PASS.")
+        << ok("Begin TLS negotiation.")
+        << StartTLS()
+        >> Unparsed(b"")
+        >> Received(b"PASS b\r\nSTLS\r\n")
+        << err("Send USER first.")
+        << err("TLS is already active.")
+        >> Received(b"CAPA\r\n")
+        << CAPA_ANSWER
+    )
 
 
 def test_login_requires_tls() -> None:
     """With login_requires_tls, USER/PASS/AUTH are refused before STLS and accepted after."""
-    session = Pop3Session(starttls=True, login_requires_tls=True)
     refusal = err("Login is only accepted over TLS: send STLS first.")
-    assert session.receive_data(b"USER a\r\nAUTH PLAIN x\r\n") == [refusal, refusal]
-    session.receive_data(b"STLS\r\n")
-    assert session.receive_data(b"USER a\r\nPASS b\r\n") == [ok("Send PASS."), Login("a", "b")]
+    assert (
+        Playbook(Pop3Session, starttls=True, login_requires_tls=True)
+        >> Received(b"USER a\r\nPASS b\r\nAUTH PLAIN x\r\n")
+        << refusal
+        << refusal
+        << refusal
+        >> Received(b"STLS\r\n")
+        << ok("Begin TLS negotiation.")
+        << StartTLS()
+        >> Received(b"USER a\r\nPASS b\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+    )
 
 
 def test_implicit_tls_allows_login() -> None:
     """An implicit-TLS connection (tls_active) logs in without STLS."""
-    session = Pop3Session(login_requires_tls=True, tls_active=True)
-    assert session.receive_data(b"USER a\r\nPASS b\r\n") == [ok("Send PASS."), Login("a", "b")]
+    assert (
+        Playbook(Pop3Session, login_requires_tls=True, tls_active=True)
+        >> Received(b"USER a\r\nPASS b\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+    )
 
 
 def test_nothing_read_while_login_pending() -> None:
     """After Login the session answers nothing until told the outcome."""
+    assert (
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Received(b"CAPA\r\nNOOP\r\n")
+        >> Succeeded()
+        << ok("Logged in.")
+        << Relay()
+        >> Unparsed(b"CAPA\r\nNOOP\r\n")
+    )
+
+
+def test_phase_follows_the_conversation() -> None:
+    """The public phase reads READING, LOGGING_IN after a Login, READING again after a
+    failure, RELAYING after success; CLOSED after QUIT."""
     session = Pop3Session()
-    assert session.receive_data(b"USER a\r\nPASS b\r\n")[-1] == Login("a", "b")
-    assert session.receive_data(b"CAPA\r\nNOOP\r\n") == []
-    assert session.login_succeeded(LoggedIn()) == [ok("Logged in."), Relay()]
-    assert session.take_unparsed() == b"CAPA\r\nNOOP\r\n"
+    assert session.phase is Phase.READING
+    session.receive_data(b"USER a\r\nPASS b\r\n")
+    assert session.phase is Phase.LOGGING_IN
+    session.login_failed(WRONG)
+    assert session.phase is Phase.READING
+    session.receive_data(b"USER a\r\nPASS c\r\n")
+    session.login_succeeded(LoggedIn())
+    assert session.phase is Phase.RELAYING
+    closing = Pop3Session()
+    closing.receive_data(b"QUIT\r\n")
+    assert closing.phase is Phase.CLOSED
 
 
 def test_outcome_without_pending_login_is_a_bug() -> None:
@@ -495,10 +539,14 @@ def test_outcome_without_pending_login_is_a_bug() -> None:
 
 def test_failure_message_is_one_line() -> None:
     """CR and LF in an error message cannot forge extra protocol lines."""
-    session = Pop3Session()
-    session.receive_data(b"USER a\r\nPASS b\r\n")
-    actions = session.login_failed(ProxyError("bad\r\n+OK Logged in.\r\nreally"))
-    assert actions == [err("[SYS/TEMP] bad  +OK Logged in.  really")]
+    assert (
+        Playbook(Pop3Session)
+        >> Received(b"USER a\r\nPASS b\r\n")
+        << ok("Send PASS.")
+        << Login("a", "b")
+        >> Failed(ProxyError("bad\r\n+OK Logged in.\r\nreally"))
+        << err("[SYS/TEMP] bad +OK Logged in. really")
+    )
 
 
 def test_long_failure_message_fits_a_pop3_line() -> None:
@@ -526,9 +574,9 @@ PASSWORD_INPUTS = [
 @pytest.mark.parametrize("outcome", [WRONG, UNREACHABLE, LoggedIn()])
 def test_password_never_in_answers(data: bytes, outcome: Outcome) -> None:
     """No answer contains the password, in clear or in base64."""
-    actions, _ = converse([data], [outcome])
+    actions = converse(Pop3Session(), [data], [outcome])
     sent = b"".join(a.data for a in actions if isinstance(a, Send))
-    assert PASSWORD.encode() not in sent and b64(PASSWORD.encode()) not in sent
+    assert PASSWORD.encode() not in sent and b64(PASSWORD) not in sent
 
 
 VOCABULARY = [
@@ -567,7 +615,7 @@ def test_arbitrary_input_is_safe(pieces: list[bytes], outcomes: list[Outcome], s
     """Arbitrary bytes never raise, every answer is whole CRLF lines, and a Login always carries
     a user name and a password the client sent (PASS or AUTH)."""
     data = b"".join(pieces)
-    actions, _ = converse(pieces, outcomes, starttls=starttls, max_line=64)
+    actions = converse(Pop3Session(starttls=starttls, max_line=64), pieces, outcomes)
     for action in actions:
         if isinstance(action, Send):
             assert action.data.endswith(b"\r\n")
@@ -576,5 +624,5 @@ def test_arbitrary_input_is_safe(pieces: list[bytes], outcomes: list[Outcome], s
             assert action.username and action.password
             assert b"PASS" in data.upper() or b"AUTH" in data.upper()
     if not starttls:  # STLS drops what arrived with it, so only without it may splits not matter
-        assert actions == converse([data], outcomes, max_line=64)[0]
+        assert actions == converse(Pop3Session(max_line=64), [data], outcomes)
     assert actions.count(Relay()) <= 1 and (Relay() not in actions or actions[-1] == Relay())

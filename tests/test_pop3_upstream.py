@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.actions import LoggedIn, LoginRefused, Send
+from proxy.actions import Close, LoggedIn, LoginRefused, Send, SignInPhase
 from proxy.errors import FailureKind, ProxyError, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.pop3 import Pop3UpstreamLogin
-from tests.support.actions import merged as outcome
-from tests.support.actions import split
+from tests.support.playbook import merged as outcome
+from tests.support.playbook import split
 
 # Microsoft's worked example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
@@ -42,7 +42,8 @@ def sign_in(chunks: Sequence[bytes]) -> tuple[list[object], bytes]:
 
 
 def refused(actions: list[object]) -> Any:
-    assert len(actions) >= 1 and isinstance(actions[-1], tuple)
+    """The (error class, message) of the refusal that ends `actions`, after the Close."""
+    assert len(actions) >= 2 and isinstance(actions[-1], tuple) and actions[-2] == Close()
     assert sum(isinstance(a, (tuple, LoggedIn)) for a in actions) == 1
     return actions[-1]
 
@@ -183,9 +184,10 @@ FAILURES = [
 def test_failure(
     transcript: bytes, sent: Send | None, error_class: type[ProxyError], server_text: str
 ) -> None:
-    """Each refusal becomes one temporary LoginRefused naming the server's own text."""
+    """Each refusal closes the connection and becomes one temporary LoginRefused naming the
+    server's own text."""
     actions, _ = sign_in([transcript])
-    assert actions[:-1] == ([sent] if sent else [])
+    assert actions[:-1] == [*([sent] if sent else []), Close()]
     cls, message = refused(actions)
     assert cls is error_class
     assert error_class.kind is FailureKind.TEMPORARY
@@ -193,10 +195,13 @@ def test_failure(
 
 
 def test_refusal_is_final() -> None:
-    """After a refusal nothing more is parsed or sent."""
+    """After a refusal nothing more is parsed or sent, and nothing is kept."""
     login = Pop3UpstreamLogin(MAILBOX, TOKEN)
-    assert isinstance(login.receive_data(b"-ERR no\r\n")[0], LoginRefused)
+    closing, refusal = login.receive_data(b"-ERR no\r\n")
+    assert closing == Close() and isinstance(refusal, LoginRefused)
+    assert login.phase is SignInPhase.REFUSED
     assert login.receive_data(b"+OK\r\n+ \r\n") == []
+    assert login.take_unparsed() == b""
 
 
 def test_refusal_never_contains_credentials() -> None:

@@ -1,4 +1,4 @@
-"""SASL encodings: XOAUTH2 for the upstream, PLAIN and LOGIN from clients."""
+"""SASL: XOAUTH2 for the upstream, PLAIN and LOGIN decoding, and the exchange with devices."""
 
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ from proxy.errors import ProxyError
 from proxy.sasl import (
     LOGIN_PASSWORD_PROMPT,
     LOGIN_USERNAME_PROMPT,
+    MAX_RESPONSE,
+    Cancelled,
+    Challenge,
+    Credentials,
+    Invalid,
     SaslError,
+    SaslExchange,
     b64decode,
-    b64encode_text,
     decode_text,
     parse_login_field,
     parse_plain,
     xoauth2,
 )
-
-
-def b64(data: bytes) -> bytes:
-    return base64.b64encode(data)
+from tests.support.playbook import b64
 
 
 def test_xoauth2_matches_microsoft_example() -> None:
@@ -68,6 +70,7 @@ PLAIN_OK = [
     pytest.param(b64("\0jürgen\0pässwort".encode()), ("jürgen", "pässwort"), id="utf8"),
     pytest.param(b64(b"\0j\xfcrgen\0p\xe4ss"), ("jürgen", "päss"), id="latin1-fallback"),
     pytest.param(b64(b"\0alice\0"), ("alice", ""), id="empty-password-decodes"),
+    pytest.param(b64(b"\0\0pw"), ("", "pw"), id="empty-user-decodes"),
 ]
 
 
@@ -82,7 +85,6 @@ PLAIN_BAD = [
     pytest.param(b64(b"alice\0s3cret"), "Invalid PLAIN response", id="one-nul"),
     pytest.param(b64(b"alice"), "Invalid PLAIN response", id="no-nul"),
     pytest.param(b64(b"\0alice\0pw\0extra"), "Invalid PLAIN response", id="three-nuls"),
-    pytest.param(b64(b"\0\0pw"), "Invalid PLAIN response", id="empty-user"),
     pytest.param(
         b64(b"bob\0alice\0pw"),
         "Authorisation identity must be empty or equal the user name",
@@ -134,8 +136,8 @@ def test_parse_login_field_bad_base64(response: bytes) -> None:
 
 
 def test_b64_helpers() -> None:
-    """b64encode_text and b64decode are inverses; decode_text prefers UTF-8."""
-    assert b64decode(b64encode_text("héllo")) == "héllo".encode()
+    """b64decode undoes base64; decode_text prefers UTF-8."""
+    assert b64decode(b64("héllo")) == "héllo".encode()
     assert decode_text("é".encode()) == "é"
     assert decode_text(b"\xe9") == "é"
 
@@ -160,3 +162,81 @@ def test_plain_round_trip(user: str, password: str, with_authzid: bool) -> None:
     authzid = user if with_authzid else ""
     response = b64(f"{authzid}\0{user}\0{password}".encode())
     assert parse_plain(response) == (user, password)
+
+
+# -- the exchange with a device --
+
+USERNAME = Challenge(LOGIN_USERNAME_PROMPT)
+PASSWORD = Challenge(LOGIN_PASSWORD_PROMPT)
+
+# (mechanism, initial response or None, the client's answers to challenges, expected steps)
+EXCHANGES = [
+    pytest.param("PLAIN", b64("\0alice\0pw"), [], [Credentials("alice", "pw")], id="plain-ir"),
+    pytest.param(
+        "PLAIN", None, [b64("\0alice\0pw")], [Challenge(b""), Credentials("alice", "pw")],
+        id="plain-two-step",
+    ),
+    pytest.param(
+        "LOGIN", None, [b64("alice"), b64("pw")], [USERNAME, PASSWORD, Credentials("alice", "pw")],
+        id="login",
+    ),
+    pytest.param(
+        "LOGIN", b64("alice"), [b64("pw")], [PASSWORD, Credentials("alice", "pw")],
+        id="login-initial-user",
+    ),
+    pytest.param("PLAIN", b"=", [], [Invalid("Invalid PLAIN response")], id="equals-is-empty-ir"),
+    pytest.param("LOGIN", b"=", [], [Credentials("", "")], id="equals-is-an-empty-user"),
+    pytest.param(
+        "LOGIN", b64("alice"), [b"="], [PASSWORD, Invalid("Invalid base64 data")],
+        id="equals-after-a-challenge-is-no-empty-response",
+    ),
+    pytest.param(
+        "LOGIN", b64("alice"), [b""], [PASSWORD, Credentials("alice", "")],
+        id="empty-line-is-an-empty-password",
+    ),
+    pytest.param(
+        "LOGIN", None, [b""], [USERNAME, Credentials("", "")],
+        id="empty-user-ends-before-the-password",
+    ),
+    pytest.param("PLAIN", None, [b" * "], [Challenge(b""), Cancelled()], id="star-cancels"),
+    pytest.param(
+        "LOGIN", None, [b64("alice"), b"*"], [USERNAME, PASSWORD, Cancelled()],
+        id="star-cancels-at-the-password",
+    ),
+    pytest.param("PLAIN", b"*", [], [Invalid("Invalid base64 data")], id="star-ir-is-no-cancel"),
+    pytest.param(
+        "PLAIN", b"A" * (MAX_RESPONSE + 4), [], [Invalid("SASL response too long")],
+        id="over-the-cap-ir",
+    ),
+    pytest.param(
+        "LOGIN", None, [b"A" * (MAX_RESPONSE + 4)], [USERNAME, Invalid("SASL response too long")],
+        id="over-the-cap-answer",
+    ),
+    pytest.param(
+        "PLAIN", b64("bob\0alice\0pw"), [],
+        [Invalid("Authorisation identity must be empty or equal the user name")],
+        id="other-authzid",
+    ),
+]
+
+
+@pytest.mark.parametrize("mechanism, initial, answers, expected", EXCHANGES)
+def test_exchange(
+    mechanism: str, initial: bytes | None, answers: list[bytes], expected: list[object]
+) -> None:
+    """Each exchange takes exactly these steps: challenges, then one ending (credentials,
+    cancel, or why the response is unusable)."""
+    exchange = SaslExchange(mechanism)
+    steps = [exchange.start(initial)] + [exchange.receive(answer) for answer in answers]
+    assert steps == expected
+
+
+def test_exchange_offers_plain_and_login_only() -> None:
+    """Any other mechanism is refused when the exchange is made (the session checks first)."""
+    with pytest.raises(ValueError):
+        SaslExchange("XOAUTH2")
+
+
+def test_credentials_do_not_show_the_password() -> None:
+    """The password of finished credentials is left out of their repr (logs, test output)."""
+    assert "pw" not in repr(Credentials("alice", "pw"))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from proxy.actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamAction
 from proxy.errors import FailureKind, Throttled, UpstreamRejected, UpstreamUnavailable
 from proxy.smtp import SmtpUpstreamLogin
-from tests.support.actions import merged
+from tests.support.playbook import Playbook, Received, merged
 
 # Microsoft's worked XOAUTH2 example (PROTOCOL-NOTES.md).
 MAILBOX = "test@contoso.onmicrosoft.com"
@@ -97,14 +97,24 @@ def refusal(actions: list[UpstreamAction]) -> LoginRefused:
 
 def test_office365_transcript() -> None:
     """O365: EHLO, STARTTLS, StartTLS then EHLO over TLS, two-step XOAUTH2, LoggedIn with caps."""
-    upstream = login(ehlo_name="proxy.lan")
-    assert upstream.receive_data(O365_BANNER) == [Send(b"EHLO proxy.lan\r\n")]
-    assert upstream.receive_data(O365_EHLO_CLEAR) == [Send(b"STARTTLS\r\n")]
-    assert upstream.receive_data(O365_STARTTLS_OK) == [StartTLS(), Send(b"EHLO proxy.lan\r\n")]
-    assert upstream.receive_data(O365_EHLO_TLS) == [Send(b"AUTH XOAUTH2\r\n")]
-    assert upstream.receive_data(O365_CONTINUE) == [Send(XOAUTH2_LINE)]
-    assert upstream.receive_data(O365_SUCCESS) == [LoggedIn(O365_CAPABILITIES)]
-    assert upstream.take_unparsed() == b""
+    playbook = (
+        Playbook(SmtpUpstreamLogin, mailbox=MAILBOX, access_token=TOKEN, ehlo_name="proxy.lan")
+        >> Received(O365_BANNER)
+        << Send(b"EHLO proxy.lan\r\n")
+        >> Received(O365_EHLO_CLEAR)
+        << Send(b"STARTTLS\r\n")
+        >> Received(O365_STARTTLS_OK)
+        << StartTLS()
+        << Send(b"EHLO proxy.lan\r\n")
+        >> Received(O365_EHLO_TLS)
+        << Send(b"AUTH XOAUTH2\r\n")
+        >> Received(O365_CONTINUE)
+        << Send(XOAUTH2_LINE)
+        >> Received(O365_SUCCESS)
+        << LoggedIn(O365_CAPABILITIES)
+    )
+    assert playbook
+    playbook.byte_by_byte()
 
 
 def test_nothing_is_sent_between_starttls_and_its_answer() -> None:

@@ -166,9 +166,6 @@ def parse_command(raw: RawCommand) -> Command:
     return Command(tag, name.group(1).decode("ascii").upper(), tuple(tokens[2:]))
 
 
-ATOM_END = b" ()\""
-
-
 class _Tokenizer:
     """Reads space-separated IMAP values across the pieces of a command."""
 

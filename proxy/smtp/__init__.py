@@ -1,6 +1,6 @@
-"""SMTP submission: the front session a legacy client talks to, and the XOAUTH2 upstream login."""
+"""SMTP submission: the session a device talks to, and the XOAUTH2 sign-in upstream."""
 
-from .session import SmtpSession
+from .device import SmtpSession
 from .upstream import SmtpUpstreamLogin
 
 __all__ = ["SmtpSession", "SmtpUpstreamLogin"]
