@@ -23,16 +23,13 @@ import hmac
 import html
 import json
 import secrets
-import socket
 import string
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -40,6 +37,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.local_http import JsonHandler, LocalService
 
 Mint = Callable[[str, int], str]
 
@@ -119,8 +118,10 @@ class AuthorisationCode:
     redeemed: bool = False
 
 
-class FakeEntra:
+class FakeEntra(LocalService):
     """The fake service; start() it, point an account's `authority` at `.authority`."""
+
+    thread_name = "fake-entra"
 
     def __init__(
         self,
@@ -142,8 +143,8 @@ class FakeEntra:
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds  # "timeout" failures hold the request this long, at most
         self.clock = clock
+        super().__init__()
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
         self._apps: dict[tuple[str, str], App] = {}
         self._refresh_grants: dict[str, RefreshGrant] = {}
         self._devices: dict[str, DeviceAuthorisation] = {}
@@ -151,45 +152,10 @@ class FakeEntra:
         self._failures: collections.deque[str] = collections.deque()
         self._requests: list[tuple[str, str | None]] = []
         self._authorize_result: tuple[str | None, str | None, str] = (None, None, "")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --
-
-    def start(self) -> FakeEntra:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        # A short poll interval makes stop() quick: shutdown() waits for the loop to notice.
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
-                                        name="fake-entra", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes requests held by a "timeout" failure
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeEntra:  # noqa: PYI034 - Self needs Python 3.11
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeEntra is not started")
-        return int(self._server.server_address[1])
 
     @property
     def authority(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     def token_url(self, tenant: str) -> str:
         return f"{self.authority}/{tenant}/oauth2/v2.0/token"
@@ -616,20 +582,12 @@ INJECTED_ERRORS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when many clients arrive at once
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "FakeEntra/1.0"
 
     @property
     def fake(self) -> FakeEntra:
         return self.server.fake  # type: ignore[attr-defined, no-any-return]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet tests
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -674,13 +632,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _inject(self, kind: str) -> bool:
         """Carry out an injected failure; False if the request is to be answered after all."""
         if kind == "timeout":
-            self.fake._stopping.wait(self.fake.hang_seconds)
-            self.close_connection = True
+            self._hold(self.fake._stopping, self.fake.hang_seconds)
         elif kind == "reset":
-            # Linger 0: close() sends RST instead of FIN.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
+            self._reset()
         elif kind == "503":
             self._send(503, _page("Service Unavailable"), "text/html; charset=utf-8")
         else:
@@ -688,24 +642,6 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": str(self.fake.retry_after)} if kind == "429" else {}
             self._send_json(error.status, self.fake.error_body(error), headers)
         return True
-
-    def _send_json(
-        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        body = json.dumps(payload).encode()
-        self._send(status, body, "application/json; charset=utf-8", headers)
-
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store, no-cache")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
 
 
 def _redirect_allowed(app: App, redirect_uri: str) -> bool:
@@ -726,3 +662,6 @@ def _page(text: str) -> bytes:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+
+
+FakeEntra.handler = _Handler  # defined below the service it serves
