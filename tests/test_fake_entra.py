@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from tests.support.fake_entra import FakeEntra
+from tests.support.graph_tokens import verify_graph_token
 
 TENANT = "contoso.onmicrosoft.com"
 APP_ID = "11111111-2222-3333-4444-555555555555"
@@ -173,3 +175,92 @@ def test_stop_is_quick_even_with_a_held_request() -> None:
     assert time.monotonic() - started < 2
     with pytest.raises(RuntimeError):
         _ = service.authority
+
+
+# -- tokens for Microsoft Graph, one resource per token --
+
+IMAP = "https://outlook.office.com/IMAP.AccessAsUser.All"
+GRAPH_SEND = "https://graph.microsoft.com/Mail.Send"
+GRAPH_READ_WRITE = "https://graph.microsoft.com/Mail.ReadWrite"
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def sign_in(fake: FakeEntra, scope: str) -> dict[str, Any]:
+    """Authorisation code sign-in of alice with PKCE; the code is redeemed for `scope`."""
+    verifier = "v" * 50
+    location = http.get(authorize_url(fake, scope=scope + " " + IMAP), allow_redirects=False,
+                        timeout=2).headers["Location"]
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    answer = post_token(fake, {"grant_type": "authorization_code", "client_id": APP_ID,
+                               "code": code, "redirect_uri": "http://localhost:8765/",
+                               "code_verifier": verifier, "scope": IMAP + " offline_access"})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def refresh(fake: FakeEntra, refresh_token: str, scope: str) -> requests.Response:
+    return post_token(fake, {"grant_type": "refresh_token", "client_id": APP_ID,
+                             "refresh_token": refresh_token, "scope": scope})
+
+
+def test_client_credentials_for_graph_carry_roles(fake: FakeEntra) -> None:
+    """Graph's /.default gives an app-only JWT for Graph with the app's roles and no scp."""
+    fake.add_app(TENANT, APP_ID, secret=SECRET, mailbox="printer@contoso.com",
+                 graph_roles=("Mail.Send",))
+    answer = post_token(fake, {"grant_type": "client_credentials", "client_id": APP_ID,
+                               "client_secret": SECRET, "scope": GRAPH_APP_SCOPE}).json()
+    claims = claims_of(answer["access_token"])
+    assert claims["aud"] == "https://graph.microsoft.com" and claims["roles"] == ["Mail.Send"]
+    assert "scp" not in claims and "scope" not in answer
+    caller = verify_graph_token(fake.graph_token_key, answer["access_token"], time.time())
+    assert caller.mailbox is None and caller.permissions == {"Mail.Send"}
+
+
+@pytest.mark.parametrize(("endpoint", "form", "code"), [
+    ("token", {"grant_type": "client_credentials", "client_secret": SECRET,
+               "scope": f"{APP_SCOPE} {GRAPH_APP_SCOPE}"}, 70011),
+    ("devicecode", {"scope": f"{IMAP} {GRAPH_SEND} offline_access"}, 28000),
+    ("token", {"grant_type": "refresh_token", "refresh_token": "anything",
+               "scope": f"{IMAP} Mail.Send"}, 28000),
+])
+def test_scopes_of_two_resources_are_refused(fake: FakeEntra, endpoint: str,
+                                             form: dict[str, str], code: int) -> None:
+    """One token is for one resource: Outlook and Graph scopes together are refused."""
+    url = fake.token_url(TENANT).replace("/token", f"/{endpoint}")
+    answer = http.post(url, data={"client_id": APP_ID, **form}, timeout=2)
+    assert answer.status_code == 400 and answer.json()["error_codes"] == [code]
+    assert answer.json()["error"] == "invalid_scope"
+
+
+def test_one_refresh_token_is_redeemed_for_each_resource_in_turn() -> None:
+    """After one sign-in, each rotated refresh token gets Outlook or Graph tokens, as asked."""
+    with FakeEntra(mint, invalidate_rotated_refresh_tokens=True) as fake:
+        fake.add_user(TENANT, APP_ID, "alice@contoso.com")
+        first = sign_in(fake, f"{GRAPH_SEND} {GRAPH_READ_WRITE} offline_access")
+        assert first["access_token"].startswith("token-for-alice@contoso.com-")
+        assert first["scope"] == IMAP
+        graph = refresh(fake, first["refresh_token"], f"{GRAPH_SEND} {GRAPH_READ_WRITE}").json()
+        claims = claims_of(graph["access_token"])
+        assert claims["aud"] == "https://graph.microsoft.com"
+        assert claims["scp"] == "Mail.Send Mail.ReadWrite" and claims["upn"] == "alice@contoso.com"
+        assert graph["scope"] == f"{GRAPH_SEND} {GRAPH_READ_WRITE}"
+        outlook = refresh(fake, graph["refresh_token"], f"{IMAP} offline_access").json()
+        assert outlook["access_token"].startswith("token-for-alice@contoso.com-")
+        reused = refresh(fake, first["refresh_token"], GRAPH_SEND)
+        assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+
+
+def test_graph_without_consent_is_refused_until_an_admin_grants_it(fake: FakeEntra) -> None:
+    """A sign-in for Outlook alone cannot be redeemed for Graph, unless admin consent covers it."""
+    tokens = sign_in(fake, "offline_access")
+    refused = refresh(fake, tokens["refresh_token"], GRAPH_SEND)
+    assert refused.status_code == 400 and refused.json()["error_codes"] == [65001]
+    fake.add_app(TENANT, APP_ID, redirect_uris=["http://localhost:8765/"],
+                 admin_consent=(GRAPH_SEND,))
+    granted = refresh(fake, tokens["refresh_token"], GRAPH_SEND).json()
+    assert claims_of(granted["access_token"])["scp"] == "Mail.Send"

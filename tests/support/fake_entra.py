@@ -5,8 +5,15 @@ It answers like the real service where a client can tell the difference: the JSO
 trace_id, correlation_id), the HTTP statuses (400 for grant errors, 401 for invalid_client),
 refresh token rotation, single-use authorisation codes bound to a PKCE challenge, device code
 polling with authorization_pending / slow_down / expired_token, and certificate assertions
-checked against the registered certificate. Access tokens come from a `mint(mailbox, lifetime)`
-function, so tests can hand out tokens a real upstream (Dovecot) accepts.
+checked against the registered certificate. Outlook access tokens come from a `mint(mailbox,
+lifetime)` function, so tests can hand out tokens a real upstream (Dovecot) accepts; Microsoft Graph
+tokens (audience https://graph.microsoft.com, `scp` for a signed-in user, `roles` for an app) are
+signed with `graph_token_key`, which the fake Graph checks them with.
+
+One token is for one resource, as in Entra ID: a token request whose scopes name Outlook and Graph
+together is refused (AADSTS28000; AADSTS70011 for client credentials), while the same refresh
+token can be redeemed for each resource in turn. /authorize takes scopes of several resources (it
+gathers consent for all of them); the code is then redeemed for one.
 
 Endpoints: POST /{tenant}/oauth2/v2.0/token, POST /{tenant}/oauth2/v2.0/devicecode,
 GET /{tenant}/oauth2/v2.0/authorize (answers at once with a 302 to redirect_uri: there is no
@@ -23,16 +30,13 @@ import hmac
 import html
 import json
 import secrets
-import socket
 import string
-import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -40,6 +44,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.graph_tokens import (
+    GRAPH,
+    NON_RESOURCE_SCOPES,
+    mint_graph_token,
+    permission_name,
+    resource_of,
+    resources,
+)
+from tests.support.local_http import JsonHandler, LocalService
 
 Mint = Callable[[str, int], str]
 
@@ -51,7 +65,6 @@ FAILURE_KINDS = (
 )
 CLOCK_SKEW = 300  # Entra tolerates five minutes between its clock and an assertion's
 CODE_LIFETIME = 600
-NON_RESOURCE_SCOPES = {"offline_access", "openid", "profile", "email"}
 GENERAL_TENANTS = {"common", "organizations", "consumers"}
 
 
@@ -83,6 +96,8 @@ class App:
     mailbox: str | None = None  # whose mailbox app-only (client credentials) tokens name
     redirect_uris: tuple[str, ...] | None = None  # None: any http://localhost or 127.0.0.1 URL
     users: list[str] = field(default_factory=list)
+    graph_roles: tuple[str, ...] = ("Mail.Send", "Mail.ReadWrite")  # application permissions
+    admin_consent: tuple[str, ...] = ()  # delegated scopes granted for every user
 
 
 @dataclass
@@ -119,8 +134,10 @@ class AuthorisationCode:
     redeemed: bool = False
 
 
-class FakeEntra:
+class FakeEntra(LocalService):
     """The fake service; start() it, point an account's `authority` at `.authority`."""
+
+    thread_name = "fake-entra"
 
     def __init__(
         self,
@@ -133,8 +150,10 @@ class FakeEntra:
         retry_after: int = 1,
         hang_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
+        graph_token_key: bytes | None = None,
     ) -> None:
         self.mint = mint
+        self.graph_token_key = graph_token_key or secrets.token_bytes(32)
         self.access_token_lifetime = access_token_lifetime
         self.device_interval = device_interval
         self.device_expires_in = device_expires_in
@@ -142,8 +161,8 @@ class FakeEntra:
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds  # "timeout" failures hold the request this long, at most
         self.clock = clock
+        super().__init__()
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
         self._apps: dict[tuple[str, str], App] = {}
         self._refresh_grants: dict[str, RefreshGrant] = {}
         self._devices: dict[str, DeviceAuthorisation] = {}
@@ -151,45 +170,10 @@ class FakeEntra:
         self._failures: collections.deque[str] = collections.deque()
         self._requests: list[tuple[str, str | None]] = []
         self._authorize_result: tuple[str | None, str | None, str] = (None, None, "")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --
-
-    def start(self) -> FakeEntra:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        # A short poll interval makes stop() quick: shutdown() waits for the loop to notice.
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
-                                        name="fake-entra", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes requests held by a "timeout" failure
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeEntra:  # noqa: PYI034 - Self needs Python 3.11
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeEntra is not started")
-        return int(self._server.server_address[1])
 
     @property
     def authority(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     def token_url(self, tenant: str) -> str:
         return f"{self.authority}/{tenant}/oauth2/v2.0/token"
@@ -204,8 +188,12 @@ class FakeEntra:
         certificate_pem: bytes | str | None = None,
         mailbox: str | None = None,
         redirect_uris: list[str] | None = None,
+        graph_roles: tuple[str, ...] = ("Mail.Send", "Mail.ReadWrite"),
+        admin_consent: tuple[str, ...] = (),
     ) -> None:
-        """Register an app; client-credentials tokens name `mailbox` (else the client_id)."""
+        """Register an app; client-credentials tokens name `mailbox` (else the client_id) and
+        carry `graph_roles` for Graph; `admin_consent` (delegated scopes) lets a refresh token
+        be redeemed for them although the user's sign-in did not ask for them."""
         certificate = None
         if certificate_pem is not None:
             pem = certificate_pem.encode() if isinstance(certificate_pem, str) else certificate_pem
@@ -216,6 +204,8 @@ class FakeEntra:
             app.certificate = certificate
             app.mailbox = mailbox
             app.redirect_uris = tuple(redirect_uris) if redirect_uris is not None else None
+            app.graph_roles = tuple(graph_roles)
+            app.admin_consent = tuple(admin_consent)
 
     def add_user(self, tenant: str, client_id: str, mailbox: str) -> None:
         """A user who may sign in to the app (registered as a public client if new)."""
@@ -334,6 +324,7 @@ class FakeEntra:
                                  "tenant-specific endpoint.")
             app = self._app(tenant, form.get("client_id", ""))
             self._authenticate_client(app, tenant, form, grant_type == "client_credentials")
+            _one_resource(form.get("scope", ""), grant_type == "client_credentials")
             if grant_type == "client_credentials":
                 return self._client_credentials(app, form)
             if grant_type == "refresh_token":
@@ -417,7 +408,8 @@ class FakeEntra:
                              f"{form.get('scope', '')} is not valid. Client credential flows "
                              "must have a scope value with /.default suffixed to the resource "
                              "identifier (application ID URI).")
-        answer = self._issue(app.client_id, app.mailbox or app.client_id, (), offline=False)
+        answer = self._issue(app, app.mailbox or app.client_id, tuple(scopes), (),
+                             offline=False)
         del answer["scope"]  # Entra sends no scope for app-only tokens
         return answer
 
@@ -437,12 +429,12 @@ class FakeEntra:
         if grant.rotated and self.invalidate_rotated_refresh_tokens:
             raise EntraError(400, "invalid_grant", 70000, "Provided grant is invalid or "
                              "malformed: this refresh token was already exchanged.")
-        wanted = set(form.get("scope", "").split()) - NON_RESOURCE_SCOPES
-        if not wanted <= set(grant.scopes):
+        requested = tuple(form.get("scope", "").split())
+        if not set(requested) - NON_RESOURCE_SCOPES <= set(grant.scopes + app.admin_consent):
             raise EntraError(400, "invalid_grant", 65001, "The user or administrator has not "
                              f"consented to use the application with ID '{app.client_id}'.")
         grant.rotated = True
-        return self._issue(app.client_id, grant.mailbox, grant.scopes,
+        return self._issue(app, grant.mailbox, requested, grant.scopes,
                            offline="offline_access" in grant.scopes)
 
     def _redeem_code(self, app: App, form: dict[str, str]) -> dict[str, Any]:
@@ -465,7 +457,7 @@ class FakeEntra:
         if b64url(hashlib.sha256(verifier.encode()).digest()) != code.code_challenge:
             raise EntraError(400, "invalid_grant", 50148, "The code_verifier does not match "
                              "the code_challenge supplied in the authorization request for PKCE.")
-        return self._issue(app.client_id, code.mailbox, code.scopes,
+        return self._issue(app, code.mailbox, tuple(form.get("scope", "").split()), code.scopes,
                            offline="offline_access" in code.scopes)
 
     def device_code(self, tenant: str, form: dict[str, str]) -> dict[str, Any]:
@@ -475,6 +467,7 @@ class FakeEntra:
             if not scopes:
                 raise EntraError(400, "invalid_request", 900144, "The request body must "
                                  "contain the following parameter: 'scope'.")
+            _one_resource(form["scope"], client_credentials=False)
             device_code = secrets.token_urlsafe(48)
             user_code = "".join(secrets.choice(string.ascii_uppercase) for _ in range(9))
             self._devices[device_code] = DeviceAuthorisation(
@@ -514,7 +507,7 @@ class FakeEntra:
                              "error. Authorization is pending. Continue polling.")
         device.state = "redeemed"
         assert device.mailbox is not None
-        return self._issue(app.client_id, device.mailbox, device.scopes,
+        return self._issue(app, device.mailbox, device.scopes, device.scopes,
                            offline="offline_access" in device.scopes)
 
     def authorize(self, tenant: str, query: dict[str, str]) -> tuple[int, str]:
@@ -567,20 +560,37 @@ class FakeEntra:
                                                    "session_state": str(uuid.uuid4())})
 
     def _issue(
-        self, client_id: str, mailbox: str, scopes: tuple[str, ...], offline: bool
+        self, app: App, mailbox: str, requested: tuple[str, ...], consented: tuple[str, ...],
+        offline: bool,
     ) -> dict[str, Any]:
+        """A token for the resource of `requested` (else the first one consented to), with
+        every consented scope of that resource; a refresh token keeps all of `consented`."""
         lifetime = self.access_token_lifetime
+        resource = (resources(requested) or resources(consented) or [None])[0]
+        granted = [s for s in consented + app.admin_consent if resource_of(s) == resource]
+        granted = list(dict.fromkeys(granted))
+        if resource != GRAPH:
+            access_token = self.mint(mailbox, lifetime)
+        elif not consented:  # client credentials: the app's application permissions
+            access_token = mint_graph_token(
+                self.graph_token_key, tenant=app.tenant, client_id=app.client_id,
+                now=self.clock(), lifetime=lifetime, roles=list(app.graph_roles))
+        else:
+            access_token = mint_graph_token(
+                self.graph_token_key, tenant=app.tenant, client_id=app.client_id,
+                now=self.clock(), lifetime=lifetime, mailbox=mailbox,
+                scp=[permission_name(s) for s in granted])
         answer: dict[str, Any] = {
             "token_type": "Bearer",
-            "scope": " ".join(s for s in scopes if s not in NON_RESOURCE_SCOPES),
+            "scope": " ".join(granted),
             "expires_in": lifetime,
             "ext_expires_in": lifetime,
-            "access_token": self.mint(mailbox, lifetime),
+            "access_token": access_token,
         }
         if offline:
             refresh_token = secrets.token_urlsafe(64)
             self._refresh_grants[refresh_token] = RefreshGrant(
-                client_id, mailbox, scopes, self.clock()
+                app.client_id, mailbox, consented, self.clock()
             )
             answer["refresh_token"] = refresh_token
         return answer
@@ -616,20 +626,12 @@ INJECTED_ERRORS = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when many clients arrive at once
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server_version = "FakeEntra/1.0"
 
     @property
     def fake(self) -> FakeEntra:
         return self.server.fake  # type: ignore[attr-defined, no-any-return]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet tests
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -674,13 +676,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _inject(self, kind: str) -> bool:
         """Carry out an injected failure; False if the request is to be answered after all."""
         if kind == "timeout":
-            self.fake._stopping.wait(self.fake.hang_seconds)
-            self.close_connection = True
+            self._hold(self.fake._stopping, self.fake.hang_seconds)
         elif kind == "reset":
-            # Linger 0: close() sends RST instead of FIN.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-            self.close_connection = True
+            self._reset()
         elif kind == "503":
             self._send(503, _page("Service Unavailable"), "text/html; charset=utf-8")
         else:
@@ -689,23 +687,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(error.status, self.fake.error_body(error), headers)
         return True
 
-    def _send_json(
-        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        body = json.dumps(payload).encode()
-        self._send(status, body, "application/json; charset=utf-8", headers)
 
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store, no-cache")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+def _one_resource(scope: str, client_credentials: bool) -> None:
+    """Refuse a scope list naming more than one resource, as Entra ID does."""
+    if len(resources(scope.split())) <= 1:
+        return
+    if client_credentials:
+        raise EntraError(400, "invalid_scope", 70011, "The provided request must include a "
+                         "'scope' input parameter. The provided value for the input parameter "
+                         f"'scope' is not valid. The scope {scope} is not valid.")
+    raise EntraError(400, "invalid_scope", 28000, "Provided value for the input parameter "
+                     "scope is not valid because it contains more than one resource. Scope "
+                     f"{scope} is not valid.")
 
 
 def _redirect_allowed(app: App, redirect_uri: str) -> bool:
@@ -726,3 +719,6 @@ def _page(text: str) -> bytes:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%m/%d/%Y %H:%M:%S")
+
+
+FakeEntra.handler = _Handler  # defined below the service it serves

@@ -1,0 +1,47 @@
+"""Addresses in a message's header, and the envelope recipients the header does not name.
+
+Graph delivers to the recipients in the message (To, Cc, Bcc), not to an SMTP envelope. A
+recipient given only in RCPT TO (a Bcc the sending program kept out of the header, as SMTP
+allows) would be lost, so those are added as Bcc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from email.message import EmailMessage
+from email.utils import getaddresses
+
+RECIPIENT_FIELDS = ("To", "Cc", "Bcc")
+
+
+def addresses(headers: EmailMessage, name: str) -> list[tuple[str, str]]:
+    """(display name, address) of every mailbox in the header fields called `name`."""
+    found: list[tuple[str, str]] = []
+    for raw_name, raw_value in headers.raw_items():
+        if raw_name.lower() != name.lower():
+            continue
+        try:
+            value = headers.policy.header_fetch_parse(raw_name, raw_value)
+            parsed = [(a.display_name, a.addr_spec) for a in getattr(value, "addresses", ())]
+        except Exception:  # the header parser can trip on broken fields; fall back to the
+            parsed = getaddresses([str(raw_value)])  # simpler parser, as mail readers do
+        found += [(display, address) for display, address in parsed if "@" in address]
+    return found
+
+
+def first_address(headers: EmailMessage, name: str) -> str | None:
+    found = addresses(headers, name)
+    return found[0][1] if found else None
+
+
+def envelope_only(headers: EmailMessage, recipients: Iterable[str]) -> list[str]:
+    """Envelope recipients that no To, Cc or Bcc field names (compared without case), in
+    envelope order, each once."""
+    named = {address.lower() for field in RECIPIENT_FIELDS
+             for _, address in addresses(headers, field)}
+    missing: list[str] = []
+    for recipient in recipients:
+        if recipient.lower() not in named:
+            named.add(recipient.lower())
+            missing.append(recipient)
+    return missing
