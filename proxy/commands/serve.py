@@ -34,6 +34,10 @@ class _Service:
         self.stop_requested = False
 
     async def start(self) -> None:
+        # Signals and the runtime file first: whoever sees a listener accept can reload or
+        # stop this proxy (SIGHUP's default would end it).
+        install_handlers(self.reactor, self.on_stop_signal, self.on_reload_signal)
+        await self._start_control()
         try:
             await self.runtime.start()
         except Exception as e:  # a port in use, a bad certificate: say so and stop
@@ -45,15 +49,13 @@ class _Service:
         config = self.runtime.config
         log.info("store: {path}; config: {config}", path=config.store_path, config=config.path,
                  event="started")
-        install_handlers(self.reactor, self.on_stop_signal, self.on_reload_signal)
-        await self._start_control()
 
     async def _start_control(self) -> None:
         config = self.runtime.config
         try:
             _, url, token = await start_control(self.reactor, self.runtime)
             info = RuntimeFile(os.getpid(), url, token, str(config.path))
-            await self.runtime.run_blocking(lambda: write_runtime_file(config.store_path, info))
+            write_runtime_file(config.store_path, info)  # 200 bytes, before anything is served
         except OSError as e:
             log.warn("`xoauth2-proxy reload` cannot reach this proxy ({error}); SIGHUP works",
                      error=e, event="control_unavailable")

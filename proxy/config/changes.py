@@ -30,7 +30,7 @@ class ListenerSpec:
 class ConfigChanges:
     added: tuple[ListenerSpec, ...] = ()
     changed: tuple[ListenerSpec, ...] = ()
-    removed: tuple[str, ...] = ()  # listen addresses
+    removed: tuple[ListenerSpec, ...] = ()  # as they ran
     accounts_added: tuple[str, ...] = ()
     accounts_changed: tuple[str, ...] = ()
     accounts_removed: tuple[str, ...] = ()
@@ -40,7 +40,7 @@ class ConfigChanges:
         parts = [
             _listed("listener added", [spec.config.name for spec in self.added]),
             _listed("listener changed", [spec.config.name for spec in self.changed]),
-            _listed("listener removed", list(self.removed)),
+            _listed("listener removed", [spec.config.name for spec in self.removed]),
             _listed("account added", list(self.accounts_added)),
             _listed("account changed", list(self.accounts_changed)),
             _listed("account removed", list(self.accounts_removed)),
@@ -59,7 +59,7 @@ def config_changes(
     return ConfigChanges(
         added=tuple(spec for spec in wanted if spec.key not in running),
         changed=tuple(spec for spec in wanted if spec.key in running and running[spec.key] != spec),
-        removed=tuple(key for key in running if key not in wanted_keys),
+        removed=tuple(spec for key, spec in running.items() if key not in wanted_keys),
         accounts_added=_names(new_accounts, [name for name in new_accounts if name not in old_accounts]),
         accounts_changed=_names(new_accounts, [name for name in new_accounts if name in old_accounts
                                                and old_accounts[name] != new_accounts[name]]),

@@ -145,7 +145,7 @@ class Runtime:
                                     self.broker, self.throttle, sessions[spec.key])
             for spec in changes.added + changes.changed
         }
-        removed = [self.listeners[key] for key in changes.removed]
+        removed = [self.listeners[spec.key] for spec in changes.removed]
         for running in removed:
             await defer.maybeDeferred(running.port.stopListening)
         try:
