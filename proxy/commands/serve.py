@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..config import Config
 from ..errors import ConfigError
@@ -57,8 +58,8 @@ class _Service:
             info = RuntimeFile(os.getpid(), url, token, str(config.path))
             write_runtime_file(config.store_path, info)  # 200 bytes, before anything is served
         except OSError as e:
-            log.warn("`xoauth2-proxy reload` cannot reach this proxy ({error}); SIGHUP works",
-                     error=e, event="control_unavailable")
+            log.warn("`xoauth2-proxy reload` cannot reach this proxy ({error}); SIGHUP still "
+                     "reloads where the platform has it", error=e, event="control_unavailable")
 
     def on_stop_signal(self, name: str) -> None:
         if self.stop_requested:
@@ -73,12 +74,18 @@ class _Service:
         log.info("{signal} received: reloading {path}", signal=name,
                  path=self.runtime.config.path, event="reload_requested")
         d = defer.Deferred.fromCoroutine(self.runtime.reload_from_file())
-        d.addErrback(lambda failure: failure.trap(ConfigError))  # logged by the runtime
+        d.addErrback(_log_unless_refused)
 
     async def shutdown(self) -> None:
         """Before the reactor stops: the graceful stop, then the runtime file goes."""
         await self.runtime.stop()
         remove_runtime_file(self.runtime.config.store_path)  # tiny, and nothing else is served now
+
+
+def _log_unless_refused(failure: Failure) -> None:
+    """A refused configuration is logged by the runtime; anything else is a fault of ours."""
+    if not failure.check(ConfigError):
+        log.failure("reload failed", failure, event="reload_failed")
 
 
 def serve(config: Config) -> int:

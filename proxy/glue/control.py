@@ -43,8 +43,7 @@ class ControlResource(resource.Resource):
         if method == b"GET" and path == b"/runtime":
             return _json(request, 200, self.runtime.view().as_json())
         if method == b"POST" and path == b"/reload":
-            d = defer.Deferred.fromCoroutine(self._reload(request))
-            d.addErrback(lambda failure: log.failure("control: reload failed", failure))
+            defer.Deferred.fromCoroutine(self._reload(request))
             return server.NOT_DONE_YET
         return _json(request, 404, {"ok": False, "error": "no such control action"})
 
@@ -53,6 +52,9 @@ class ControlResource(resource.Resource):
             changes = await self.runtime.reload_from_file()
         except ConfigError as e:
             answer = (422, {"ok": False, "error": e.message})
+        except Exception as e:  # a fault of the proxy's own: logged, and the caller told
+            log.failure("control: reload failed", event="reload_failed")
+            answer = (500, {"ok": False, "error": f"internal error ({type(e).__name__}); see the log"})
         else:
             answer = (200, {"ok": True, "changes": changes.summary()})
         if not request.finished and not request._disconnected:

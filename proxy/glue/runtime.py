@@ -133,7 +133,10 @@ class Runtime:
         factories, then the new ports (released again, and removed listeners listening again,
         if one cannot be bound). Removed listeners are released first, so that a listener can
         move to another interface on the same port."""
-        prepared = await self.run_blocking(lambda: self._prepare(new))
+        try:
+            prepared = await self.run_blocking(lambda: self._prepare(new))
+        except OSError as e:  # a generated certificate that cannot be written to the store
+            raise ConfigError(f"{new.path}: cannot prepare the listeners' TLS: {e}") from None
         changes = config_changes(
             {key: running.spec for key, running in self.listeners.items()},
             [p.spec for p in prepared.values()], self.config.accounts, new.accounts,
