@@ -139,3 +139,20 @@ def test_reload_command_applies_the_file_and_reports_what_changed(proxy: Runtime
     stopped = proxy.process.cli("reload")
     assert stopped.returncode == 1
     assert "no running xoauth2-proxy" in stopped.stderr
+
+
+def test_a_changed_listener_keeps_its_port_and_counts_sessions_of_both_settings(
+    proxy: RuntimeProxy,
+) -> None:
+    """New [limits] change every listener: the port stays open, a session opened before goes
+    on, and the new per-address limit counts it, so a second connection is turned away."""
+    client = imaplib.IMAP4("127.0.0.1", proxy.ports["imap"], timeout=30)
+    client.login(ALICE, PASSWORD)
+    proxy.write_config({"imap": "imap", "pop3": "pop3"}, max_sessions_per_address=1)
+    log = _sighup(proxy, "reloaded")
+    assert "2 listeners changed" in log
+    assert proxy.greeting("imap") == b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+    assert client.select("INBOX")[0] == "OK"
+    client.logout()
+    proxy.process.wait_for_log("bytes to client")  # the proxy has seen the session end
+    assert proxy.greeting("imap").startswith(b"* OK")
