@@ -150,6 +150,16 @@ class TokenBroker:
         finally:
             lock.release()
 
+    def use_config(self, config: Config) -> None:
+        """A reload: accounts removed or changed are forgotten (a changed one gets a new Entra
+        ID client and unlocks again); tokens issued but not yet saved are kept whatever happens."""
+        for name, account in self.config.accounts.items():
+            if config.accounts.get(name) != account:
+                self._unlocked.pop(name, None)
+                self._clients.pop(name, None)
+                self._backoff.pop(name, None)
+        self.config = config
+
     def forget_access_token(self, username: str) -> None:
         """The upstream refused the cached token (revoked early): the next grant refreshes."""
         unlocked = self._unlocked.get(username.lower())
@@ -185,7 +195,8 @@ class TokenBroker:
             if self._fallback_usable(unlocked):
                 log.warn("{user}: token refresh failed ({error}); the current access token is "
                          "still valid and is used meanwhile", user=account.username,
-                         error=e.message)
+                         error=e.message, account=account.username,
+                         event="token_refresh_failed", reason=e.message)
                 return self._grant(account, unlocked, fresh=False)
             raise
         self._backoff.pop(name, None)
