@@ -9,6 +9,7 @@ from .model import (
     Config,
     Limits,
     ListenerConfig,
+    StoreConfig,
     default_config_path,
     default_store_path,
     endpoint_parts,
@@ -17,6 +18,6 @@ from .reader import load_config
 
 __all__ = [
     "APP_ONLY_SCOPE", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES", "LOOPBACK_NETWORKS",
-    "AccountConfig", "Config", "Limits", "ListenerConfig", "default_config_path",
+    "AccountConfig", "Config", "Limits", "ListenerConfig", "StoreConfig", "default_config_path",
     "default_store_path", "endpoint_parts", "load_config",
 ]
