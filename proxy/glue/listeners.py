@@ -14,16 +14,17 @@ from twisted.python.threadpool import ThreadPool
 
 from ..config import Config, Limits, ListenerConfig
 from ..protocols import cores_for
-from ..store import open_store
+from ..store import Store, open_store
 from ..throttle import LoginThrottle, ThrottleSettings
 from ..tokens.blocking import ThreadPoolService, blocking_runner
 from ..tokens.broker import TokenBroker
+from .balancer import BalancerFactory, inner_endpoint
 from .front import FrontFactory
 from .front_tls import server_certificate, server_tls_options
 from .gateway import Gateway
 from .upstream_connection import UpstreamTarget, upstream_sign_in
 
-# requests and scrypt block; they run here, never on the reactor thread.
+# requests, key derivation and the store block; they run here, never on the reactor thread.
 THREADS = 8
 
 log = Logger(namespace="xoauth2-proxy")
@@ -33,7 +34,9 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
     root = service.MultiService()
     pool = ThreadPool(minthreads=0, maxthreads=THREADS, name="xoauth2-proxy")
     ThreadPoolService(pool).setServiceParent(root)  # type: ignore[no-untyped-call]
-    broker = TokenBroker(config, open_store(config), blocking_runner(reactor, pool))
+    store = open_store(config)
+    _Closing(store).setServiceParent(root)  # type: ignore[no-untyped-call]
+    broker = TokenBroker(config, store, blocking_runner(reactor, pool))
     throttle = LoginThrottle(throttle_settings(config.limits))
     for listener in config.listeners:
         target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
@@ -48,12 +51,27 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
         if listener.tls == "implicit":
             assert server_tls is not None
             factory = TLSMemoryBIOFactory(server_tls, False, factory)
-        listening = strports.service(listener.listen, factory, reactor=reactor)
+        listen = listener.listen
+        if listener.behind_balancer:
+            factory = BalancerFactory(factory, listener, reactor)
+            listen = inner_endpoint(listen)
+        listening = strports.service(listen, factory, reactor=reactor)
         listening.setName(listener.name)
         # Fail at start when the port is taken, instead of logging it and serving nothing.
         listening._raiseSynchronously = True
         listening.setServiceParent(root)
     return root
+
+
+class _Closing(service.Service):
+    """Closes the store (its database connections) when the service stops."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self.store.close()
 
 
 def throttle_settings(limits: Limits) -> ThrottleSettings:
