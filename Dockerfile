@@ -13,7 +13,8 @@ RUN useradd --system --uid 10025 --home-dir /var/lib/xoauth2-proxy --shell /usr/
 
 COPY pyproject.toml README.md /src/
 COPY proxy /src/proxy
-RUN pip install --no-cache-dir /src && rm -rf /src
+# [postgresql]: psycopg for several instances sharing one database (contrib/several-instances).
+RUN pip install --no-cache-dir '/src[postgresql]' && rm -rf /src
 
 USER xoauth2-proxy
 ENV XOAUTH2_PROXY_CONFIG=/etc/xoauth2-proxy/config.toml \

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs first.
 #   - Python packages: into .venv (created here), the project with its [test] extra.
-#   - As root with apt-get: Dovecot and the real mail clients from Debian's packages.
+#   - As root with apt-get: Dovecot, the real mail clients, PostgreSQL and HAProxy from
+#     Debian's packages (the tests start their own PostgreSQL cluster and HAProxy).
 # Arguments go to pytest, e.g. `tests/run.sh -k imap -x`.
 # XOAUTH2_PROXY_REQUIRE_INTEGRATION=1 turns every skipped test into a failure (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond
-                 curl fetchmail s-nail msmtp openssl iproute2)
+                 curl fetchmail s-nail msmtp openssl iproute2 postgresql haproxy)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
@@ -23,7 +24,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             "${missing[@]}" >/dev/null
     fi
 else
-    echo "tests/run.sh: not root: Dovecot and mail clients are used only if already installed" >&2
+    echo "tests/run.sh: not root: Dovecot, mail clients, PostgreSQL and HAProxy are used" \
+         "only if already installed" >&2
 fi
 
 PYTHON=${PYTHON:-python3}
