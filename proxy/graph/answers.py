@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from ..oauth_answers import retry_after_seconds
+from ..entra.answers import retry_after_seconds
 from .outcome import (
     BAD_CONTENT,
     BAD_RECIPIENT,

@@ -1,6 +1,6 @@
 """Sending one message through Microsoft Graph, with no Twisted in it.
 
-`GraphClient.send` is blocking and meant for a thread pool, like `proxy.oauth`: it takes an
+`GraphClient.send` is blocking and meant for a thread pool, like `proxy.entra.client`: it takes an
 injected `requests.Session`, an access token for https://graph.microsoft.com, the account's
 mailbox, the message as a readable, seekable spool and its SMTP envelope, and returns an
 `Outcome`; it raises nothing for anything Graph or the network does. A message that fits one
