@@ -353,19 +353,19 @@ def test_tampered_ciphertext_is_wrong_password(store: FileStore) -> None:
 
 
 def test_default_argon2id_parameters(tmp_path: Path) -> None:
-    """By default keys use Argon2id at OWASP's minimum (19 MiB, t=2, p=1) with a 16-byte salt,
+    """By default keys use Argon2id at OWASP's minimum (46 MiB, t=1, p=1) with a 16-byte salt,
     recorded in the file."""
     store = FileStore(tmp_path)
     started = time.perf_counter()
     key = store.new_key("pw")
     elapsed = time.perf_counter() - started
-    assert key.params == Argon2Params(memory_kib=19 * 1024, iterations=2, lanes=1)
+    assert key.params == Argon2Params(memory_kib=46 * 1024, iterations=1, lanes=1)
     assert len(key.salt) == 16 and len(key.key) == 32
     store.save(ALICE, key, SECRETS, AccountMeta(ALICE, ALICE, "device_code"))
     assert document(store)["kdf"] == {
         "name": "argon2id",
-        "memory_kib": 19 * 1024,
-        "iterations": 2,
+        "memory_kib": 46 * 1024,
+        "iterations": 1,
         "lanes": 1,
         "salt": base64.b64encode(key.salt).decode(),
     }

@@ -2,7 +2,7 @@
 
 A record (format 1) is JSON:
     {"format": 1,
-     "kdf": {"name": "argon2id", "memory_kib": 19456, "iterations": 2, "lanes": 1,
+     "kdf": {"name": "argon2id", "memory_kib": 47104, "iterations": 1, "lanes": 1,
              "salt": "<base64>"},   (or {"name": "scrypt", "n": ..., "r": ..., "p": ...})
      "cipher": "AES-256-GCM", "nonce": "<base64>", "ciphertext": "<base64>",
      "meta": {"username": ..., "mailbox": ..., "flow": ..., "state": "ok", ...}}

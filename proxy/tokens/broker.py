@@ -59,7 +59,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 120.0
 # What counts as "Entra ID or the database is in the way for now" (as opposed to a local problem).
 BACKOFF_ERRORS = (TokenEndpointUnavailable, Throttled, TokenRequestRefused, StoreUnavailable)
-# Key derivations at once: each takes its memory cost (19 MiB for Argon2id), and after a
+# Key derivations at once: each takes its memory cost (46 MiB for Argon2id), and after a
 # restart every device logs in within seconds; more than the cores would only queue in the CPU.
 PARALLEL_DERIVATIONS = 2
 
