@@ -62,7 +62,11 @@ backend proxies
             self._process = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)],
                                              stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("HAProxy did not start:\n" + self.log_path.read_text()) from None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
