@@ -100,6 +100,10 @@ class StoreFileInvalid(ProxyError):
         super().__init__(f"{path}: {problem}. {advice}")
 
 
+class StoreUnavailable(TemporaryFailure):
+    """The account database could not be reached; try again later."""
+
+
 class StaleKey(WrongPassword):
     """The account's local password was changed since this key was derived."""
 

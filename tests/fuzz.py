@@ -1,4 +1,5 @@
-"""Fuzzing the pre-login parsers (IMAP, POP3, SMTP front sessions) and the upstream login cores.
+"""Fuzzing the pre-login parsers (IMAP, POP3, SMTP front sessions), the upstream login cores and
+the PROXY header glue of listeners behind a load balancer (rules in tests/fuzz_balancer.py).
 
     .venv/bin/python -m tests.fuzz --seconds 60              # every target, until time is up
     .venv/bin/python -m tests.fuzz --seconds 600 --target imap-literals
@@ -85,6 +86,7 @@ with _instrumented_imports():
     from proxy.sasl import xoauth2
     from proxy.smtp.device import SmtpSession
     from proxy.smtp.upstream import SmtpUpstreamLogin
+    from tests.fuzz_balancer import run_balancer
     from tests.support.playbook import b64
 
 SLOW_INPUT = 2.0  # seconds; a parser taking longer on a few KB is hanging
@@ -637,6 +639,7 @@ def targets() -> dict[str, Callable[[bytes], object]]:
         "imap-upstream": lambda data: run_upstream("imap", data),
         "pop3-upstream": lambda data: run_upstream("pop3", data),
         "smtp-upstream": lambda data: run_upstream("smtp", data),
+        "proxy-header": run_balancer,
     }
 
 

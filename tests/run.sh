@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs first.
 #   - Python packages: into .venv (created here), the project with its [test] extra.
-#   - As root with apt-get: Dovecot and the real mail clients from Debian's packages, and
+#   - As root with apt-get: Dovecot, the real mail clients, PostgreSQL and HAProxy from
+#     Debian's packages (the tests start their own PostgreSQL cluster and HAProxy), and
 #     systemd for `systemd-analyze verify` of contrib/xoauth2-proxy.service.
 # Arguments go to pytest, e.g. `tests/run.sh -k imap -x`.
 # XOAUTH2_PROXY_REQUIRE_INTEGRATION=1 turns every skipped test into a failure (CI sets it).
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond
-                 curl fetchmail s-nail msmtp openssl iproute2 systemd)
+                 curl fetchmail s-nail msmtp openssl iproute2 systemd postgresql haproxy)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
@@ -24,7 +25,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             "${missing[@]}" >/dev/null
     fi
 else
-    echo "tests/run.sh: not root: Dovecot and mail clients are used only if already installed" >&2
+    echo "tests/run.sh: not root: Dovecot, mail clients, PostgreSQL and HAProxy are used" \
+         "only if already installed" >&2
 fi
 
 PYTHON=${PYTHON:-python3}

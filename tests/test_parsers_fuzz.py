@@ -107,3 +107,14 @@ def test_server_quoting_the_token_does_not_put_it_in_the_error(protocol: str) ->
     assert fuzz.XOAUTH2 in run.sent[-1]
     run.feed(refusal + run.sent[-1] + b"\r\n")
     assert run.outcome is not None
+
+
+def test_random_inputs_reach_every_proxy_header_outcome() -> None:
+    """The PROXY header target's inputs reach devices built from v1, v2 and LOCAL headers and
+    refusals, so its rules are checked on all of them."""
+    rng = random.Random(2025)
+    outcomes = [fuzz.run_balancer(bytes([n % 256]) + rng.randbytes(rng.randrange(80)))
+                for n in range(400)]
+    peers = {peer for refused, peer, _, _ in outcomes if not refused}
+    assert {"192.0.2.7", "2001:db8::7", "10.0.0.2"} <= peers
+    assert sum(refused for refused, *_ in outcomes) > 50

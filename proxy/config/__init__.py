@@ -2,6 +2,7 @@
 
 from .model import (
     APP_ONLY_SCOPE,
+    BALANCER_PREFIX,
     DEFAULT_AUTHORITY,
     DELEGATED_SCOPES,
     LOOPBACK_NETWORKS,
@@ -9,6 +10,8 @@ from .model import (
     Config,
     Limits,
     ListenerConfig,
+    Network,
+    StoreConfig,
     default_config_path,
     default_store_path,
     endpoint_parts,
@@ -16,7 +19,7 @@ from .model import (
 from .reader import load_config
 
 __all__ = [
-    "APP_ONLY_SCOPE", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES", "LOOPBACK_NETWORKS",
-    "AccountConfig", "Config", "Limits", "ListenerConfig", "default_config_path",
+    "APP_ONLY_SCOPE", "BALANCER_PREFIX", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES", "LOOPBACK_NETWORKS",
+    "AccountConfig", "Config", "Limits", "ListenerConfig", "Network", "StoreConfig", "default_config_path",
     "default_store_path", "endpoint_parts", "load_config",
 ]

@@ -21,6 +21,8 @@ PROTOCOLS = ("imap", "pop3", "smtp")
 FLOWS = ("device_code", "auth_code", "client_credentials")
 TLS_MODES = ("none", "starttls", "implicit")
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+STORE_BACKENDS = ("files", "postgresql")
+BALANCER_PREFIX = "haproxy:"  # Twisted's PROXY protocol endpoint prefix
 OUTLOOK = "https://outlook.office.com/"
 DELEGATED_SCOPES = {
     "imap": OUTLOOK + "IMAP.AccessAsUser.All",
@@ -44,15 +46,43 @@ class ListenerConfig:
     tls_minimum: str = "1.2"
     allow_from: tuple[Network, ...] = LOOPBACK_NETWORKS
     allow_plaintext: bool = False
+    proxy_protocol_from: tuple[Network, ...] = ()  # the balancers, for a haproxy: listener
 
     @property
     def name(self) -> str:
         return f"{self.protocol} {self.listen}"
 
     @property
+    def behind_balancer(self) -> bool:
+        """Connections come from a load balancer that names the device in a PROXY header."""
+        return self.listen.startswith(BALANCER_PREFIX)
+
+    @property
     def loopback_only(self) -> bool:
-        """Listens on a loopback address only, so nothing it receives crossed a network."""
-        return _is_loopback_listen(self.listen)
+        """Listens on a loopback address only, so nothing it receives crossed a network. A
+        balancer on this machine still forwards devices from elsewhere."""
+        return not self.behind_balancer and _is_loopback_listen(self.listen)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where the accounts' encrypted records are kept."""
+
+    path: Path  # the files backend's folder; generated TLS certificates live here too
+    backend: str = "files"
+    dsn: str | None = field(default=None, repr=False)  # may hold a database password
+    dsn_file: Path | None = None
+
+    def read_dsn(self) -> str:
+        """The PostgreSQL connection string, from the config or from its file."""
+        if self.dsn is not None:
+            return self.dsn
+        if self.dsn_file is None:
+            raise ConfigError("[store]: the postgresql backend needs dsn or dsn_file")
+        try:
+            return self.dsn_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"[store]: cannot read dsn_file {self.dsn_file}: {e.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -111,6 +141,11 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     accounts: dict[str, AccountConfig]
     limits: Limits = Limits()
+    store: StoreConfig | None = None  # None: the files backend at store_path
+
+    @property
+    def store_config(self) -> StoreConfig:
+        return self.store or StoreConfig(self.store_path)
 
     def account(self, username: str) -> AccountConfig:
         try:

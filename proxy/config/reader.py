@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 from ..errors import ConfigError
 from .model import (
     APP_ONLY_SCOPE,
+    BALANCER_PREFIX,
     DEFAULT_AUTHORITY,
     DELEGATED_SCOPES,
     FLOWS,
     LIMITS_ALLOWING_ZERO,
     LOOPBACK_NETWORKS,
     PROTOCOLS,
+    STORE_BACKENDS,
     TLS_MODES,
     TLS_VERSIONS,
     AccountConfig,
@@ -28,6 +30,7 @@ from .model import (
     Limits,
     ListenerConfig,
     Network,
+    StoreConfig,
     default_store_path,
 )
 
@@ -70,9 +73,7 @@ class _Reader:
             raise self.fail("[admin]", "the admin page is not part of this version of "
                             "xoauth2-proxy; remove the [admin] table")
         self.check_keys("top level", data, {"store", "listener", "account", "limits"})
-        store = self.table(data, "store", "[store]")
-        self.check_keys("[store]", store, {"path"})
-        store_path = self.optional(store, "path", "[store]", self.as_path) or default_store_path()
+        store = self.store(self.table(data, "store", "[store]"))
 
         listeners = tuple(
             self.listener(f"[[listener]] #{i}", item)
@@ -89,7 +90,23 @@ class _Reader:
             if key in accounts:
                 raise self.fail(f"[[account]] #{i}", f"username {account.username!r} appears twice")
             accounts[key] = account
-        return Config(self.path, store_path, listeners, accounts, self.limits(data))
+        return Config(self.path, store.path, listeners, accounts, self.limits(data), store)
+
+    def store(self, table: dict[str, Any]) -> StoreConfig:
+        where = "[store]"
+        self.check_keys(where, table, {"path", "backend", "dsn", "dsn_file"})
+        store = StoreConfig(
+            path=self.optional(table, "path", where, self.as_path) or default_store_path(),
+            backend=self.choice(table, "backend", where, STORE_BACKENDS, default="files"),
+            dsn=self.optional(table, "dsn", where, self.as_str),
+            dsn_file=self.optional(table, "dsn_file", where, self.as_path),
+        )
+        if store.dsn is not None and store.dsn_file is not None:
+            raise self.fail(where, "dsn and dsn_file are both set; keep one")
+        if store.backend == "postgresql" and store.dsn is None and store.dsn_file is None:
+            raise self.fail(where, 'backend = "postgresql" needs dsn = "postgresql://..." '
+                            "or dsn_file = PATH (a file holding it)")
+        return store
 
     def limits(self, data: dict[str, Any]) -> Limits:
         table = self.table(data, "limits", "[limits]")
@@ -108,7 +125,7 @@ class _Reader:
             where,
             item,
             {"protocol", "listen", "upstream", "upstream_ca", "tls", "tls_cert", "tls_minimum",
-             "allow_from", "allow_plaintext"},
+             "allow_from", "allow_plaintext", "proxy_protocol_from"},
         )
         protocol = self.choice(item, "protocol", where, PROTOCOLS)
         listen = self.server_endpoint(where, self.required(item, "listen", where, str))
@@ -126,7 +143,10 @@ class _Reader:
             tls_minimum=self.choice(item, "tls_minimum", where, TLS_VERSIONS, default="1.2"),
             allow_from=allow_from or LOOPBACK_NETWORKS,
             allow_plaintext=self.optional(item, "allow_plaintext", where, self.as_bool) or False,
+            proxy_protocol_from=self.optional(
+                item, "proxy_protocol_from", where, lambda v, w: self.networks(v, w)) or (),
         )
+        self.balancers(where, listener, "proxy_protocol_from" in item)
         for key in ("upstream_ca", "tls_cert"):
             path = getattr(listener, key)
             if path is not None and not path.exists():
@@ -140,6 +160,16 @@ class _Reader:
                 "would cross the network in the clear; set allow_plaintext = true to accept that",
             )
         return listener
+
+    def balancers(self, where: str, listener: ListenerConfig, given: bool) -> None:
+        """A PROXY header names any address its sender likes: only named balancers may send one."""
+        if listener.behind_balancer and not listener.proxy_protocol_from:
+            raise self.fail(where, f"listen = {listener.listen!r} takes the PROXY protocol: set "
+                            'proxy_protocol_from = ["ADDRESS/32", ...] to the load balancers '
+                            "(anyone else could claim any address)")
+        if given and not listener.behind_balancer:
+            raise self.fail(where, "proxy_protocol_from needs a listen address with the "
+                            f'{BALANCER_PREFIX} prefix (e.g. "haproxy:tcp:1143:interface=...")')
 
     def account(self, where: str, item: dict[str, Any], protocols: set[str]) -> AccountConfig:
         self.check_keys(
@@ -264,7 +294,7 @@ class _Reader:
         from twisted.internet import reactor
         from twisted.internet.endpoints import serverFromString
 
-        if listen.startswith("ssl:"):
+        if listen.removeprefix(BALANCER_PREFIX).startswith("ssl:"):
             raise self.fail(where, f'listen = {listen!r}: use tcp: with tls = "implicit" (and '
                             "tls_cert, or a generated certificate) for TLS from the first byte")
         listen = _default_interface(listen)
@@ -304,7 +334,7 @@ class _Reader:
 
 def _default_interface(listen: str) -> str:
     """A tcp listener without interface= would bind every address; bind loopback instead."""
-    kind, _, _ = listen.partition(":")
+    kind, _, _ = listen.removeprefix(BALANCER_PREFIX).partition(":")
     if kind in ("tcp", "tcp6") and "interface=" not in listen:
         # Colons in an endpoint string's value are escaped with a backslash.
         return listen + ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")

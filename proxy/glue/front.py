@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, StartTLS
-from ..config import Limits, ListenerConfig
+from ..config import Limits, ListenerConfig, Network
 from ..errors import ProxyError, TemporaryFailure
 from .gateway import Gateway
 from .sessions import OpenSessions
@@ -234,7 +234,7 @@ class FrontFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
-        if host is not None and not _allowed(host, self.listener):
+        if host is not None and not address_within(host, self.listener.allow_from):
             log.warn("{protocol} refused connection from {host}: not in allow_from",
                      protocol=self.listener.protocol, host=host, listener=self.listener.name,
                      peer=host, event="refused", reason="not in allow_from")
@@ -265,6 +265,12 @@ class FrontFactory(Factory):
         return protocol
 
 
+def address_within(host: str | None, networks: tuple[Network, ...]) -> bool:
+    """Whether `host` (an IP address, IPv4-mapped or scoped forms too) is in one of `networks`."""
+    address = _address(host)
+    return address is not None and any(address in network for network in networks)
+
+
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address((host or "").split("%", 1)[0])
@@ -273,11 +279,6 @@ def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def _allowed(host: str, listener: ListenerConfig) -> bool:
-    address = _address(host)
-    return address is not None and any(address in network for network in listener.allow_from)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -17,6 +17,7 @@ from ..config.changes import ListenerSpec
 from ..protocols import cores_for
 from ..throttle import LoginThrottle, ThrottleSettings
 from ..tokens.broker import TokenBroker
+from .balancer import BalancerFactory
 from .front import FrontFactory
 from .front_tls import ServerCertificate, server_certificate, server_tls_options
 from .gateway import Gateway
@@ -65,9 +66,12 @@ def build_factory(
         listener, cores.make_session, gateway, reactor, config.limits, cores.busy,
         tls.options if tls and listener.tls == "starttls" else None, sessions,
     )
+    factory: IProtocolFactory = front
     if tls and listener.tls == "implicit":
-        return TLSMemoryBIOFactory(tls.options, False, front)
-    return front
+        factory = TLSMemoryBIOFactory(tls.options, False, front)
+    if listener.behind_balancer:
+        factory = BalancerFactory(factory, listener, reactor)
+    return factory
 
 
 class ListenerFactory(Factory):
@@ -82,6 +86,7 @@ class ListenerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         return cast("Protocol | None", self.current.buildProtocol(addr))  # type: ignore[arg-type]
+
 
 
 def throttle_settings(limits: Limits) -> ThrottleSettings:

@@ -1,13 +1,16 @@
 """The token broker: local password in, access token out.
 
-It unlocks an account's stored record (one KDF per account and password per process; after that
-a login costs an HMAC and a read of the small record, which is how a password changed or an
-account re-authorised by another process is noticed), keeps the access token until shortly
-before it expires, and refreshes it with at most one request per account at a time, however many
+It unlocks an account's stored record (one KDF per account and password per process, a few at a
+time; a record sealed at an older KDF cost is re-sealed then; after that a login costs an HMAC
+and the store's change stamp, and the record is read again only when the stamp changed, which is
+how a password changed, an account removed or re-authorised by another process or instance is
+noticed), keeps the access token until shortly before it expires, and refreshes it with at most one request per account at a time, however many
 clients log in at once. A refresh runs under the store's account lock, re-reads the record
 (another process may have refreshed already) and saves a rotated refresh token before the new
-access token is handed out. A temporary failure keeps every stored token; the next request waits for a backoff,
-and the current access token is used meanwhile while it is still valid (see TokenBroker).
+access token is handed out. A temporary failure keeps every stored token; the next request waits
+for a backoff, and the current access token is used meanwhile while it is still valid (see
+TokenBroker). When the store cannot be reached (a database that is down), an unlocked account
+keeps working from memory while its access token lasts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, DeferredSemaphore
 from twisted.logger import Logger
 
 from ..config import AccountConfig, Config
@@ -31,14 +34,16 @@ from ..errors import (
     AccountNotReady,
     NeedsReauthorisation,
     StaleKey,
+    StoreUnavailable,
     TemporaryFailure,
     Throttled,
     TokenEndpointUnavailable,
     TokenRequestRefused,
     WrongPassword,
 )
-from ..store.contract import Store
+from ..store.contract import Stamp, Store
 from ..store.record import Secrets, UnlockKey
+from ..store.rekey import rekey_if_outdated
 from .blocking import RunBlocking
 
 log = Logger(namespace="xoauth2-proxy")
@@ -52,8 +57,11 @@ REFRESH_MARGIN = 300.0
 MIN_REMAINING = 30.0
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 120.0
-# What counts as "Entra ID is in the way for now" (as opposed to a local problem).
-BACKOFF_ERRORS = (TokenEndpointUnavailable, Throttled, TokenRequestRefused)
+# What counts as "Entra ID or the database is in the way for now" (as opposed to a local problem).
+BACKOFF_ERRORS = (TokenEndpointUnavailable, Throttled, TokenRequestRefused, StoreUnavailable)
+# Key derivations at once: each takes its memory cost (46 MiB for Argon2id), and after a
+# restart every device logs in within seconds; more than the cores would only queue in the CPU.
+PARALLEL_DERIVATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class _Unlocked:
     key: UnlockKey
     password_digest: bytes
     secrets: Secrets
+    stamp: Stamp | None  # the record's change stamp when `secrets` were read
     refused: str | None = None  # fingerprint of an access token the upstream refused
 
 
@@ -128,6 +137,7 @@ class TokenBroker:
         self._unsaved: dict[str, _Unsaved] = {}
         self._backoff: dict[str, _Backoff] = {}
         self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
+        self._derivations = DeferredSemaphore(PARALLEL_DERIVATIONS)
         self._clients: dict[str, EntraClient] = {}
 
     async def grant(self, username: str, password: str) -> Grant:
@@ -184,7 +194,7 @@ class TokenBroker:
                 return self._grant(account, unlocked, fresh=False)
             raise backoff.error.with_traceback(None)
         try:
-            unlocked.secrets = await self._run(
+            unlocked.secrets, unlocked.stamp = await self._run(
                 lambda: self._refresh_blocking(account, unlocked.key, unlocked.refused)
             )
         except _SaveFailed as e:
@@ -212,14 +222,21 @@ class TokenBroker:
         digest = hmac.new(self._pepper, password.encode("utf-8"), hashlib.sha256).digest()
         cached = self._unlocked.get(name)
         if cached is not None and hmac.compare_digest(cached.password_digest, digest):
-            # Re-read the record: `account passwd` or `account add` may have re-encrypted it
-            # (StaleKey), another process may have refreshed, `account remove` may have removed
-            # it (AccountNotReady). Reading and decrypting ~1 KiB costs far less than the KDF.
-            key = cached.key
-            cached.secrets = await self._run(lambda: self.store.load(account.username, key))
+            # `account passwd` or `account add` may have re-sealed the record (StaleKey),
+            # another process may have refreshed, `account remove` may have removed it: the
+            # stamp says whether to read it again.
+            try:
+                await self._run(lambda: self._follow_blocking(account, cached))
+            except StoreUnavailable as e:
+                log.warn("{user}: {error}; going on with the credentials in memory",
+                         user=account.username, error=e.message)
+            except AccountNotReady:
+                del self._unlocked[name]
+                raise
             return cached
-        key, secrets = await self._run(lambda: self._open_blocking(account, password))
-        unlocked = _Unlocked(key, digest, secrets)
+        key, secrets, stamp = await self._derivations.run(
+            lambda: self._run(lambda: self._open_blocking(account, password)))
+        unlocked = _Unlocked(key, digest, secrets, stamp)
         self._unlocked[name] = unlocked
         return unlocked
 
@@ -247,14 +264,28 @@ class TokenBroker:
 
     # -- blocking work, run in the thread pool --
 
-    def _open_blocking(self, account: AccountConfig, password: str) -> tuple[UnlockKey, Secrets]:
-        if not self.store.exists(account.username):
-            raise AccountNotReady(
-                f"{account.username} has no stored credentials yet; "
-                f"run: xoauth2-proxy account add {account.username}"
-            )
-        key = self.store.derive_key(account.username, password)
-        return key, self.store.load(account.username, key)
+    def _open_blocking(
+        self, account: AccountConfig, password: str
+    ) -> tuple[UnlockKey, Secrets, Stamp | None]:
+        name = account.username
+        stamp = self.store.stamp(name)  # before reading: a write in between shows next time
+        if stamp is None:
+            raise _not_added(name)
+        key = self.store.derive_key(name, password)
+        secrets = self.store.load(name, key)
+        fresh = rekey_if_outdated(self.store, name, key, password)
+        if fresh is not key:
+            stamp = self.store.stamp(name)
+        return fresh, secrets, stamp
+
+    def _follow_blocking(self, account: AccountConfig, unlocked: _Unlocked) -> None:
+        """Read the record again if its stamp changed since `unlocked` was read."""
+        stamp = self.store.stamp(account.username)
+        if stamp is None:
+            raise _not_added(account.username)
+        if stamp != unlocked.stamp:
+            unlocked.secrets = self.store.load(account.username, unlocked.key)
+            unlocked.stamp = stamp
 
     def _save_pending(self, account: AccountConfig, key: UnlockKey, pending: _Unsaved) -> Secrets:
         name = account.username
@@ -267,32 +298,45 @@ class TokenBroker:
 
     def _refresh_blocking(
         self, account: AccountConfig, key: UnlockKey, refused: str | None
-    ) -> Secrets:
+    ) -> tuple[Secrets, Stamp | None]:
         name = account.username
-        with self.store.lock(name):
-            # Re-read under the lock: another process may have refreshed (and rotated) already.
-            secrets = self.store.load(name, key)
-            meta = self.store.read_meta(name)
-            if meta is not None and meta.state == "needs_reauth":
-                raise NeedsReauthorisation(name)
-            if self._usable(secrets, refused, self._margin):
-                return secrets
-            tokens = self._request_tokens(account, secrets)
-            renewed = Secrets(
-                refresh_token=tokens.refresh_token or secrets.refresh_token,
-                access_token=tokens.access_token,
-                access_expires_at=tokens.expires_at,
-                extra=secrets.extra,
-            )
-            # The rotated refresh token is stored before the access token leaves this method.
-            self._save(name, key, renewed, secrets.refresh_token)
-            return renewed
+        renewed: Secrets | None = None
+        replaced: str | None = None
+        try:
+            with self.store.lock(name):
+                # Re-read under the lock: another process or instance may have refreshed (and
+                # rotated) already.
+                secrets = self.store.load(name, key)
+                meta = self.store.read_meta(name)
+                if meta is not None and meta.state == "needs_reauth":
+                    raise NeedsReauthorisation(name)
+                if self._usable(secrets, refused, self._margin):
+                    return secrets, self.store.stamp(name)
+                tokens = self._request_tokens(account, secrets)
+                replaced = secrets.refresh_token
+                renewed = Secrets(
+                    refresh_token=tokens.refresh_token or secrets.refresh_token,
+                    access_token=tokens.access_token,
+                    access_expires_at=tokens.expires_at,
+                    extra=secrets.extra,
+                )
+                self.store.save(name, key, renewed)
+                stamp = self.store.stamp(name)
+        except (OSError, StoreUnavailable) as e:
+            if renewed is None:
+                raise
+            reason = e.message if isinstance(e, StoreUnavailable) else e.strerror or str(e)
+            raise _SaveFailed(renewed, replaced, reason) from None
+        # The rotated refresh token is durable (the lock released, the transaction committed)
+        # before the access token leaves this method.
+        return renewed, stamp
 
     def _save(self, name: str, key: UnlockKey, secrets: Secrets, replaced: str | None) -> None:
         try:
             self.store.save(name, key, secrets)
-        except OSError as e:
-            raise _SaveFailed(secrets, replaced, e.strerror or str(e)) from None
+        except (OSError, StoreUnavailable) as e:
+            reason = e.message if isinstance(e, StoreUnavailable) else e.strerror or str(e)
+            raise _SaveFailed(secrets, replaced, reason) from None
 
     def _request_tokens(self, account: AccountConfig, secrets: Secrets) -> TokenSet:
         client = self._client(account)
@@ -313,6 +357,11 @@ class TokenBroker:
         if name not in self._clients:
             self._clients[name] = self._entra_for(account)
         return self._clients[name]
+
+
+def _not_added(username: str) -> AccountNotReady:
+    return AccountNotReady(f"{username} has no stored credentials yet; "
+                           f"run: xoauth2-proxy account add {username}")
 
 
 def _default_entra(account: AccountConfig) -> EntraClient:

@@ -165,6 +165,7 @@ class FakeEntra(LocalService):
         self._lock = threading.RLock()
         self._apps: dict[tuple[str, str], App] = {}
         self._refresh_grants: dict[str, RefreshGrant] = {}
+        self.reused_refresh_tokens = 0  # rotated ones presented again (strict rotation refuses)
         self._devices: dict[str, DeviceAuthorisation] = {}
         self._codes: dict[str, AuthorisationCode] = {}
         self._failures: collections.deque[str] = collections.deque()
@@ -427,6 +428,7 @@ class FakeEntra(LocalService):
                              "to inactivity. The token was issued on "
                              f"{_iso(grant.issued_at)} and was inactive for 90.00:00:00.")
         if grant.rotated and self.invalidate_rotated_refresh_tokens:
+            self.reused_refresh_tokens += 1
             raise EntraError(400, "invalid_grant", 70000, "Provided grant is invalid or "
                              "malformed: this refresh token was already exchanged.")
         requested = tuple(form.get("scope", "").split())
