@@ -75,7 +75,8 @@ def _outcome(pieces: list[bytes]) -> tuple[Any, ...]:
     built = reader.wrappedProtocol is not None
     if built:
         ipaddress.ip_address(peer)  # raises ValueError: a violation
-        _require(set(front.sessions) == {peer}, "counted for another address", peer, front.sessions)
+        _require(set(front.sessions.by_address) == {peer}, "counted for another address", peer,
+                 front.sessions.by_address)
         _require(transport.value().startswith(b"* OK"), "no greeting", transport.value())
     else:
         _require(peer == BALANCER and not front.sessions, "device side half built", pieces)

@@ -71,7 +71,7 @@ def test_the_device_side_starts_after_the_header(header: bytes) -> None:
     assert s.said() == b"" and not s.front.sessions
     s.protocol.dataReceived(header[9:] + b"a1 LOGIN alice pw\r\n")
     assert s.said().startswith(b"* OK")
-    assert dict(s.front.sessions) == {DEVICE: 1}
+    assert dict(s.front.sessions.by_address) == {DEVICE: 1}
     assert s.protocol.getPeer().host == DEVICE
     assert [user for user, _ in s.gateway.attempts] == ["alice"]
 

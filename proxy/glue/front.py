@@ -170,8 +170,9 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
 
     def close_now(self) -> None:
         """The proxy is stopping and its grace period is over: end the session (and so its
-        upstream connection) without waiting for buffers to drain."""
-        self.stream.abortConnection()
+        upstream connection). A FIN, not a reset: the device sees an orderly close, and the
+        process exits right after, so a client that stopped reading cannot hold it open."""
+        self.stream.loseConnection()
 
     def _pre_login_timeout(self) -> None:
         self._timeout = None
