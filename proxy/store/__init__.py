@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..config import Config
 from .contract import Store
 from .files import FileStore
-from .record import AccountMeta, ScryptParams, Secrets, UnlockKey
+from .record import AccessToken, AccountMeta, ScryptParams, Secrets, UnlockKey
 
 
 def open_store(config: Config) -> Store:
@@ -15,5 +15,5 @@ def open_store(config: Config) -> Store:
 
 
 __all__ = [
-    "AccountMeta", "FileStore", "ScryptParams", "Secrets", "Store", "UnlockKey", "open_store",
+    "AccessToken", "AccountMeta", "FileStore", "ScryptParams", "Secrets", "Store", "UnlockKey", "open_store",
 ]

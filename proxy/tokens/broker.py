@@ -8,6 +8,12 @@ clients log in at once. A refresh runs under the store's account lock, re-reads 
 (another process may have refreshed already) and saves a rotated refresh token before the new
 access token is handed out. A temporary failure keeps every stored token; the next request waits for a backoff,
 and the current access token is used meanwhile while it is still valid (see TokenBroker).
+
+Tokens are per resource (proxy.resources): an account serving IMAP and sending through Microsoft
+Graph holds an Exchange token and a Graph token, both refreshed from its one refresh token, one
+request at a time per account (the refresh token rotates, whichever resource asks). A session
+that outlives its token, or whose token is refused, gets a new one with `renew`, from the key
+the login unlocked: the device's password is never kept.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ from ..errors import (
     TokenRequestRefused,
     WrongPassword,
 )
+from ..resources import OUTLOOK
 from ..store.contract import Store
-from ..store.record import Secrets, UnlockKey
+from ..store.record import AccessToken, Secrets, UnlockKey
 from .blocking import RunBlocking
 
 log = Logger(namespace="xoauth2-proxy")
@@ -61,6 +68,10 @@ class Grant:
     mailbox: str
     access_token: str = field(repr=False)
     fresh: bool  # just issued by Entra ID, so an upstream refusal is not a stale cache
+    username: str = ""
+    resource: str = OUTLOOK
+    # What `renew` needs instead of the password: the key the login unlocked the record with.
+    key: UnlockKey | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -68,7 +79,8 @@ class _Unlocked:
     key: UnlockKey
     password_digest: bytes
     secrets: Secrets
-    refused: str | None = None  # fingerprint of an access token the upstream refused
+    # Per resource, the fingerprint of an access token the upstream refused.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,9 +142,10 @@ class TokenBroker:
         self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
         self._clients: dict[str, EntraClient] = {}
 
-    async def grant(self, username: str, password: str) -> Grant:
-        """An access token for `username`; raises WrongPassword, NeedsReauthorisation or a
-        TemporaryFailure. Never sends anything to Entra ID before the password is verified."""
+    async def grant(self, username: str, password: str, resource: str = OUTLOOK) -> Grant:
+        """An access token for `username` and `resource`; raises WrongPassword,
+        NeedsReauthorisation or a TemporaryFailure. Never sends anything to Entra ID before the
+        password is verified."""
         account = self.config.accounts.get(username.lower())
         if account is None:
             raise WrongPassword()  # unknown and wrong look the same to a guesser
@@ -141,24 +154,49 @@ class TokenBroker:
         await lock.acquire()
         try:
             try:
-                return await self._grant_locked(account, password)
+                return await self._grant_locked(account, password, resource)
             except StaleKey:
                 # The record was re-encrypted (account passwd / add) since we unlocked it: the
                 # password must be checked again against the new record.
                 self._unlocked.pop(name, None)
-                return await self._grant_locked(account, password)
+                return await self._grant_locked(account, password, resource)
         finally:
             lock.release()
 
-    def forget_access_token(self, username: str) -> None:
+    async def renew(self, grant: Grant, refused: bool) -> Grant:
+        """A token for the same account and resource as `grant`, for a session that has no
+        password to give: a fresh one if `refused` (the upstream refused grant's token), else
+        the current one, refreshed when it is close to expiry. Raises StaleKey (the password
+        was changed meanwhile: the session must end) or a TemporaryFailure."""
+        account = self.config.account(grant.username)
+        assert grant.key is not None, "renew needs a grant made by this broker"
+        key, name = grant.key, account.username.lower()
+        lock = self._locks[name]
+        await lock.acquire()
+        try:
+            cached = self._unlocked.get(name)
+            unlocked = cached if cached is not None and cached.key == key else _Unlocked(
+                key, b"", await self._run(lambda: self.store.load(account.username, key)))
+            if refused:
+                unlocked.refused[grant.resource] = _fingerprint(grant.access_token)
+            return await self._grant_unlocked(account, unlocked, grant.resource)
+        finally:
+            lock.release()
+
+    def forget_access_token(self, username: str, resource: str = OUTLOOK) -> None:
         """The upstream refused the cached token (revoked early): the next grant refreshes."""
         unlocked = self._unlocked.get(username.lower())
-        if unlocked is not None and unlocked.secrets.access_token:
-            unlocked.refused = _fingerprint(unlocked.secrets.access_token)
+        token = unlocked.secrets.token_for(resource) if unlocked is not None else None
+        if unlocked is not None and token is not None:
+            unlocked.refused[resource] = _fingerprint(token.token)
 
-    async def _grant_locked(self, account: AccountConfig, password: str) -> Grant:
-        name = account.username.lower()
+    async def _grant_locked(self, account: AccountConfig, password: str, resource: str) -> Grant:
         unlocked = await self._unlock(account, password)
+        return await self._grant_unlocked(account, unlocked, resource)
+
+    async def _grant_unlocked(self, account: AccountConfig, unlocked: _Unlocked,
+                              resource: str) -> Grant:
+        name = account.username.lower()
         pending = self._unsaved.get(name)
         if pending is not None:
             # Raises _SaveFailed again if the store still refuses: the tokens stay pending.
@@ -166,35 +204,39 @@ class TokenBroker:
                 lambda: self._save_pending(account, unlocked.key, pending)
             )
             del self._unsaved[name]
-        if self._usable(unlocked.secrets, unlocked.refused, self._margin):
-            return self._grant(account, unlocked, fresh=False)
+        refused = unlocked.refused.get(resource)
+        if self._usable(unlocked.secrets, resource, refused, self._margin):
+            return self._grant(account, unlocked, resource, fresh=False)
         backoff = self._backoff.get(name)
         if backoff is not None and self._now() < backoff.until:
-            if self._fallback_usable(unlocked):
-                return self._grant(account, unlocked, fresh=False)
+            if self._fallback_usable(unlocked, resource):
+                return self._grant(account, unlocked, resource, fresh=False)
             raise backoff.error.with_traceback(None)
         try:
             unlocked.secrets = await self._run(
-                lambda: self._refresh_blocking(account, unlocked.key, unlocked.refused)
+                lambda: self._refresh_blocking(account, unlocked.key, resource, refused)
             )
         except _SaveFailed as e:
             self._unsaved[name] = _Unsaved(e.secrets, e.replaced)
             raise
         except BACKOFF_ERRORS as e:
             self._note_failure(name, e)
-            if self._fallback_usable(unlocked):
+            if self._fallback_usable(unlocked, resource):
                 log.warn("{user}: token refresh failed ({error}); the current access token is "
                          "still valid and is used meanwhile", user=account.username,
                          error=e.message)
-                return self._grant(account, unlocked, fresh=False)
+                return self._grant(account, unlocked, resource, fresh=False)
             raise
         self._backoff.pop(name, None)
-        unlocked.refused = None
-        return self._grant(account, unlocked, fresh=True)
+        unlocked.refused.pop(resource, None)
+        return self._grant(account, unlocked, resource, fresh=True)
 
-    def _grant(self, account: AccountConfig, unlocked: _Unlocked, fresh: bool) -> Grant:
-        assert unlocked.secrets.access_token is not None
-        return Grant(account.mailbox, unlocked.secrets.access_token, fresh=fresh)
+    def _grant(self, account: AccountConfig, unlocked: _Unlocked, resource: str,
+               fresh: bool) -> Grant:
+        token = unlocked.secrets.token_for(resource)
+        assert token is not None
+        return Grant(account.mailbox, token.token, fresh, account.username, resource,
+                     unlocked.key)
 
     async def _unlock(self, account: AccountConfig, password: str) -> _Unlocked:
         name = account.username.lower()
@@ -212,17 +254,19 @@ class TokenBroker:
         self._unlocked[name] = unlocked
         return unlocked
 
-    def _usable(self, secrets: Secrets, refused: str | None, margin: float) -> bool:
+    def _usable(self, secrets: Secrets, resource: str, refused: str | None,
+                margin: float) -> bool:
+        token = secrets.token_for(resource)
         return (
-            secrets.access_token is not None
-            and secrets.access_expires_at is not None
-            and secrets.access_expires_at - margin > self._now()
-            and refused != _fingerprint(secrets.access_token)
+            token is not None
+            and token.expires_at is not None
+            and token.expires_at - margin > self._now()
+            and refused != _fingerprint(token.token)
         )
 
-    def _fallback_usable(self, unlocked: _Unlocked) -> bool:
+    def _fallback_usable(self, unlocked: _Unlocked, resource: str) -> bool:
         return self._fallback is not None and self._usable(
-            unlocked.secrets, unlocked.refused, self._fallback)
+            unlocked.secrets, resource, unlocked.refused.get(resource), self._fallback)
 
     def _note_failure(self, name: str, error: TemporaryFailure) -> None:
         if self._retry_backoff is None:
@@ -255,7 +299,7 @@ class TokenBroker:
             return pending.secrets
 
     def _refresh_blocking(
-        self, account: AccountConfig, key: UnlockKey, refused: str | None
+        self, account: AccountConfig, key: UnlockKey, resource: str, refused: str | None
     ) -> Secrets:
         name = account.username
         with self.store.lock(name):
@@ -264,15 +308,12 @@ class TokenBroker:
             meta = self.store.read_meta(name)
             if meta is not None and meta.state == "needs_reauth":
                 raise NeedsReauthorisation(name)
-            if self._usable(secrets, refused, self._margin):
+            if self._usable(secrets, resource, refused, self._margin):
                 return secrets
-            tokens = self._request_tokens(account, secrets)
-            renewed = Secrets(
-                refresh_token=tokens.refresh_token or secrets.refresh_token,
-                access_token=tokens.access_token,
-                access_expires_at=tokens.expires_at,
-                extra=secrets.extra,
-            )
+            tokens = self._request_tokens(account, secrets, resource)
+            renewed = secrets.with_token(resource, AccessToken(tokens.access_token,
+                                                               tokens.expires_at),
+                                         tokens.refresh_token or secrets.refresh_token)
             # The rotated refresh token is stored before the access token leaves this method.
             self._save(name, key, renewed, secrets.refresh_token)
             return renewed
@@ -283,15 +324,16 @@ class TokenBroker:
         except OSError as e:
             raise _SaveFailed(secrets, replaced, e.strerror or str(e)) from None
 
-    def _request_tokens(self, account: AccountConfig, secrets: Secrets) -> TokenSet:
+    def _request_tokens(self, account: AccountConfig, secrets: Secrets,
+                        resource: str) -> TokenSet:
         client = self._client(account)
         if account.flow == "client_credentials":
-            return client.client_credentials()
+            return client.client_credentials(resource)
         if not secrets.refresh_token:
             self.store.update_meta(account.username, state="needs_reauth")
             raise NeedsReauthorisation(account.username, "no refresh token is stored")
         try:
-            return client.refresh(secrets.refresh_token)
+            return client.refresh(secrets.refresh_token, resource)
         except NeedsReauthorisation:
             # Only a definitive refusal marks the account; every stored token is kept.
             self.store.update_meta(account.username, state="needs_reauth")
