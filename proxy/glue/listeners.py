@@ -3,6 +3,7 @@ thread pool for the blocking work."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service, strports
@@ -12,15 +13,18 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
+from ..actions import FrontSession
 from ..config import Config, Limits, ListenerConfig
-from ..protocols import cores_for
+from ..protocols import BUSY, cores_for
 from ..store import open_store
 from ..throttle import LoginThrottle, ThrottleSettings
-from ..tokens.blocking import ThreadPoolService, blocking_runner
+from ..tokens.blocking import RunBlocking, ThreadPoolService, blocking_runner
 from ..tokens.broker import TokenBroker
 from .front import FrontFactory
 from .front_tls import server_certificate, server_tls_options
 from .gateway import Gateway
+from .graph_session import graph_front, graph_sign_in
+from .signed_in import SignIn
 from .upstream_connection import UpstreamTarget, upstream_sign_in
 
 # requests and scrypt block; they run here, never on the reactor thread.
@@ -33,16 +37,15 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
     root = service.MultiService()
     pool = ThreadPool(minthreads=0, maxthreads=THREADS, name="xoauth2-proxy")
     ThreadPoolService(pool).setServiceParent(root)  # type: ignore[no-untyped-call]
-    broker = TokenBroker(config, open_store(config), blocking_runner(reactor, pool))
+    run_blocking = blocking_runner(reactor, pool)
+    broker = TokenBroker(config, open_store(config), run_blocking)
     throttle = LoginThrottle(throttle_settings(config.limits))
     for listener in config.listeners:
-        target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
-        cores = cores_for(listener.protocol, target.implicit_tls)
-        sign_in = upstream_sign_in(reactor, target, cores.make_login)
-        gateway = Gateway(reactor, broker, sign_in, throttle)
+        make_session, sign_in = _front_and_sign_in(listener, config, reactor, broker, run_blocking)
+        gateway = Gateway(reactor, broker, sign_in, throttle, listener.resource)
         server_tls = _server_tls(listener, config)
         factory: IProtocolFactory = FrontFactory(
-            listener, cores.make_session, gateway, reactor, config.limits, cores.busy,
+            listener, make_session, gateway, reactor, config.limits, BUSY[listener.protocol],
             server_tls if listener.tls == "starttls" else None,
         )
         if listener.tls == "implicit":
@@ -54,6 +57,19 @@ def make_service(config: Config, reactor: Any) -> service.MultiService:
         listening._raiseSynchronously = True
         listening.setServiceParent(root)
     return root
+
+
+def _front_and_sign_in(
+    listener: ListenerConfig, config: Config, reactor: Any, broker: TokenBroker,
+    run_blocking: RunBlocking,
+) -> tuple[Callable[..., FrontSession], SignIn]:
+    """The listener's pre-login session and how its logins sign in: to a TCP upstream, or
+    (upstream = "graph") to nothing but a Graph token."""
+    if listener.sends_through_graph:
+        return graph_front(listener), graph_sign_in(reactor, listener, broker, run_blocking)
+    target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
+    cores = cores_for(listener.protocol, target.implicit_tls)
+    return cores.make_session, upstream_sign_in(reactor, target, cores.make_login)
 
 
 def throttle_settings(limits: Limits) -> ThrottleSettings:

@@ -72,6 +72,7 @@ class Grant:
     resource: str = OUTLOOK
     # What `renew` needs instead of the password: the key the login unlocked the record with.
     key: UnlockKey | None = field(default=None, repr=False, compare=False)
+    expires_at: float | None = None
 
 
 @dataclass
@@ -236,7 +237,7 @@ class TokenBroker:
         token = unlocked.secrets.token_for(resource)
         assert token is not None
         return Grant(account.mailbox, token.token, fresh, account.username, resource,
-                     unlocked.key)
+                     unlocked.key, token.expires_at)
 
     async def _unlock(self, account: AccountConfig, password: str) -> _Unlocked:
         name = account.username.lower()
