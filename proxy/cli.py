@@ -12,7 +12,7 @@ from .commands import EXIT_FAILED, EXIT_USAGE, accounts
 from .commands.passwords import password_source
 from .config import Config, default_config_path, load_config
 from .errors import ConfigError, ProxyError, UsageError
-from .logs import start_logging
+from .logs import FORMATS, start_logging
 from .store import open_store
 
 
@@ -24,9 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="configuration file (default: "
                         "$XOAUTH2_PROXY_CONFIG, then the per-user config folder)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="text lines (the default) or one JSON object per line")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", help="run every listener in the config (the default)")
+    commands.add_parser("reload", help="make the running proxy re-read its config "
+                        "(like SIGHUP, on every platform)")
+    commands.add_parser("health", help="exit 0 when every configured listener accepts a "
+                        "connection and greets")
 
     account = commands.add_parser("account", help="authorise and manage accounts")
     actions = account.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -57,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     # The self-test's check lines say what happened; the log adds only warnings and errors.
-    quiet = args.command == "account" or (args.command == "demo" and args.self_test)
-    start_logging(verbose=args.verbose, quiet=quiet)
+    quiet = args.command in ("account", "reload", "health") or (
+        args.command == "demo" and args.self_test)
+    start_logging(verbose=args.verbose, quiet=quiet, log_format=args.log_format)
     try:
         if args.command == "demo":  # needs no config file: it writes its own
             from .demo import run_demo
@@ -83,6 +90,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         from .commands.serve import serve
 
         return serve(config)
+    if args.command == "reload":
+        from .commands.reload import reload_running
+
+        return reload_running(config, sys.stdout)
+    if args.command == "health":
+        from .commands.health import check_health
+
+        return check_health(config, sys.stdout)
     store = open_store(config)
     if args.action == "list":
         return accounts.account_list(config, store, sys.stdout)

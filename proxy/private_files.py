@@ -1,5 +1,12 @@
 """Files only the proxy's user may read: folders 0700, files 0600 whatever the umask, and
-replaced atomically so a crash at any point leaves either the old or the new file."""
+replaced atomically so a crash at any point leaves either the old or the new file.
+
+On Windows there are no such modes: a file is private through the ACL of its folder, which new
+files inherit. The default store (platformdirs' per-user data folder under %LOCALAPPDATA%) is
+readable by its user, SYSTEM and Administrators only; README, "Windows", says how to give a
+service's store folder the same ACL. The POSIX-only calls (fchmod, opening a folder to fsync it)
+are skipped there.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,11 @@ import stat
 import tempfile
 from pathlib import Path
 
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
+# Windows has neither mode bits beyond read-only nor folders that can be opened and fsynced.
+POSIX_MODES = os.name == "posix"
+
 
 def write_atomically(target: Path, data: bytes) -> None:
     """Replace `target` with `data` (mode 0600): temporary file in the same folder, fsync,
@@ -16,7 +28,8 @@ def write_atomically(target: Path, data: bytes) -> None:
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f"{target.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)  # mkstemp's 0600 is still subject to the umask
+            if POSIX_MODES:
+                os.fchmod(f.fileno(), PRIVATE_FILE_MODE)  # a umask like 0277 narrows mkstemp's 0600
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -28,32 +41,25 @@ def write_atomically(target: Path, data: bytes) -> None:
     fsync_dir(target.parent)
 
 
-def open_private(path: Path) -> int:
-    """Open (creating) a file for reading and writing, mode 0600."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
-            os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def make_private_folder(path: Path, tighten_existing: bool) -> None:
     """Create `path` with mode 0700 (its parent must exist); an existing folder is made 0700
     only when `tighten_existing` (a shared parent volume is left alone)."""
     try:
-        os.mkdir(path, 0o700)
+        os.mkdir(path, PRIVATE_FOLDER_MODE)
     except FileExistsError:
-        if tighten_existing and stat.S_IMODE(os.stat(path).st_mode) != 0o700:
-            os.chmod(path, 0o700)
+        if POSIX_MODES and tighten_existing and stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_FOLDER_MODE:
+            os.chmod(path, PRIVATE_FOLDER_MODE)
         return
-    os.chmod(path, 0o700)  # mkdir's mode is still subject to the umask
+    if POSIX_MODES:
+        os.chmod(path, PRIVATE_FOLDER_MODE)  # mkdir's mode is still subject to the umask
     fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable. On Windows NTFS journals the folder's
+    metadata itself, and a folder cannot be opened for fsync."""
+    if not POSIX_MODES:
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -390,20 +391,28 @@ def test_reprs_hide_secrets(store: FileStore) -> None:
     assert "access_expires_at=1900000000.5" in repr(SECRETS)
 
 
-def test_lock_excludes_other_open_files(store: FileStore) -> None:
-    """While lock() is held, another flock on the sidecar (another process) cannot get it."""
+TRY_LOCK = """
+import sys
+from filelock import FileLock, Timeout
+try:
+    FileLock(sys.argv[1], timeout=0).acquire()
+except Timeout:
+    sys.exit(3)
+"""
+
+
+def _other_process_gets_lock(path: Path) -> bool:
+    result = subprocess.run([sys.executable, "-c", TRY_LOCK, str(path)], timeout=60, check=False)
+    assert result.returncode in (0, 3)
+    return result.returncode == 0
+
+
+def test_lock_excludes_other_processes(store: FileStore) -> None:
+    """While lock() is held, another process cannot take the account's lock; after, it can."""
+    lock_file = store.path(ALICE).with_suffix(".lock")
     with store.lock(ALICE):
-        other = os.open(store.path(ALICE).with_suffix(".lock"), os.O_RDWR)
-        try:
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(other)
-    other = os.open(store.path(ALICE).with_suffix(".lock"), os.O_RDWR)
-    try:
-        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
-    finally:
-        os.close(other)
+        assert not _other_process_gets_lock(lock_file)
+    assert _other_process_gets_lock(lock_file)
 
 
 def test_lock_is_reentrant_and_excludes_threads(store: FileStore) -> None:

@@ -118,6 +118,11 @@ class Limits:
     account_failures_before_lockout: int = 30  # per account, from addresses not known to it
     lockout_minutes: int = 15  # cooling-off period; also how long failures are remembered
     upstream_timeout_seconds: int = 30  # to connect upstream, and then to sign in there
+    shutdown_grace_seconds: int = 10  # on stop, for open sessions to end before they are closed
+
+
+# [limits] keys for which 0 makes sense (stop without waiting); every other one is at least 1.
+LIMITS_ALLOWING_ZERO = frozenset({"shutdown_grace_seconds"})
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .model import (
     DELEGATED_SCOPES,
     FLOWS,
     GRAPH_UPSTREAM,
+    LIMITS_ALLOWING_ZERO,
     LOOPBACK_NETWORKS,
     MAX_MESSAGE_MB,
     PROTOCOLS,
@@ -99,8 +100,9 @@ class _Reader:
         self.check_keys("[limits]", table, set(fields))
         values = {}
         for key, value in table.items():
-            if type(value) is not int or value < 1:
-                raise self.fail("[limits]", f"{key} must be a whole number of at least 1")
+            least = 0 if key in LIMITS_ALLOWING_ZERO else 1
+            if type(value) is not int or value < least:
+                raise self.fail("[limits]", f"{key} must be a whole number of at least {least}")
             values[key] = value
         return Limits(**values)
 

@@ -2,9 +2,9 @@
 
 Everything runs in this process on 127.0.0.1, in a temporary folder removed at the end: a
 throwaway CA and server certificate, the demo token endpoint (proxy.demo.authority), the demo
-IMAP, POP3 and SMTP servers and the demo Microsoft Graph (sendMail only), a config.toml written as a user would write one, and a store
-filled exactly as `xoauth2-proxy account add` fills it. Then `make_service` runs the proxy
-unchanged. Nothing reaches Microsoft or any other machine.
+IMAP, POP3 and SMTP servers and the demo Microsoft Graph (sendMail only), a config.toml written
+as a user would write one, and a store filled exactly as `xoauth2-proxy account add` fills it.
+Then the runtime runs the proxy unchanged. Nothing reaches Microsoft or any other machine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twisted.internet.ssl import PrivateCertificate
 
 from ..commands.accounts import account_add
 from ..config import Config, load_config
-from ..glue.listeners import make_service
+from ..glue.runtime import Runtime
 from ..store import open_store
 from .authority import DemoAuthority
 from .certs import make_certificates
@@ -143,9 +143,11 @@ async def _start_proxy(reactor: Any, config: Config, folder: Path) -> None:
         account_add, config, account, store, lambda prompt, confirm: PASSWORD, True,
     )
     sys.stdout.flush()
-    root = make_service(config, reactor)
-    root.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
+    runtime = Runtime(config, reactor)
+    await runtime.start()
+    # A demonstration stops at once, open sessions or not.
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromCoroutine(runtime.stop(grace=0)))
 
 
 def _say(line: str) -> None:

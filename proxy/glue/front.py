@@ -4,8 +4,8 @@ gateway when the session asks, then hands the rest of its stream to the signed-i
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import (
@@ -24,6 +24,7 @@ from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, Star
 from ..config import Limits, ListenerConfig
 from ..errors import ProxyError, TemporaryFailure
 from .gateway import Gateway
+from .sessions import OpenSessions
 from .signed_in import ClientReader, SignedIn
 from .transport import StreamProtocol
 
@@ -32,13 +33,16 @@ log = Logger(namespace="xoauth2-proxy")
 
 @implementer(IHalfCloseableProtocol)  # a client that shuts down its sending side still gets
 class FrontProtocol(StreamProtocol):  # the answers it is owed
-    def __init__(self, session: FrontSession, factory: FrontFactory, source: str, label: str) -> None:
+    def __init__(
+        self, session: FrontSession, factory: FrontFactory, source: str, label: str, peer: str
+    ) -> None:
         self.session = session
         self.factory = factory
         self.gateway = factory.gateway
         self.clock = factory.clock
         self.source = source  # the client's address, for throttling
         self.label = label  # "imap 127.0.0.1:51234", for the log
+        self.peer = peer  # "127.0.0.1:51234"
         self.username: str | None = None
         self.signed_in: SignedIn | None = None
         self.reader: ClientReader | None = None  # takes the client's stream after login
@@ -48,7 +52,7 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._timeout: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        log.info("{label} connected", label=self.label)
+        log.info("{label} connected", **self._about("connected"))
         # A device that connects and never logs in must not hold a connection slot for ever.
         self._timeout = self.clock.callLater(
             self.factory.limits.pre_login_seconds, self._pre_login_timeout
@@ -72,13 +76,13 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
-        self.factory.session_ended(self.source)
+        self.factory.sessions.closed(self.source, self)
         self._cancel_timeout()
         if self.reader is not None:
             self.reader.client_lost()
         else:
-            log.info("{label} closed before login ({seconds:.1f} s)", label=self.label,
-                     seconds=self.clock.seconds() - self._started)
+            log.info("{label} closed before login ({seconds:.1f} s)",
+                     seconds=self.clock.seconds() - self._started, **self._about("closed"))
 
     # -- carrying out the session's actions --
 
@@ -86,11 +90,12 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         for action in actions:
             if isinstance(action, Send):
                 if action.note:
-                    log.warn("{label} {note}", label=self.label, note=action.note)
+                    log.warn("{label} {note}", note=action.note,
+                             **self._about("note", reason=action.note))
                 self.stream.write(action.data)
             elif isinstance(action, Close):
                 if action.reason:
-                    log.warn("{label} closing: {reason}", label=self.label, reason=action.reason)
+                    log.warn("{label} closing: {reason}", **self._about("closing", reason=action.reason))
                 self.stream.loseConnection()
                 return
             elif isinstance(action, Login):
@@ -121,8 +126,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.signed_in = signed_in
         log.info(
             "{label} {user} logged in upstream {upstream} ({ms:.0f} ms)",
-            label=self.label, user=self.username, upstream=signed_in.peer,
-            ms=(self.clock.seconds() - started) * 1000,
+            user=self.username, upstream=signed_in.peer,
+            ms=(self.clock.seconds() - started) * 1000, **self._about("login"),
         )
         self._perform(self.session.login_succeeded(signed_in.logged_in))
 
@@ -130,11 +135,13 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._pending_login = None
         error = failure.value
         if not isinstance(error, ProxyError):
-            log.failure("{label} unexpected error during login", failure, label=self.label)
+            log.failure("{label} unexpected error during login", failure,
+                        **self._about("login_error"))
             error = TemporaryFailure("Internal error in the proxy; see its log")
         log.info(
             "{label} {user} login failed ({kind}): {message}",
-            label=self.label, user=self.username, kind=error.kind.value, message=error.message,
+            user=self.username, kind=error.kind.value, message=error.message,
+            **self._about("login_failed", reason=error.message),
         )
         if self.closed:
             return
@@ -152,9 +159,19 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
     def _session_ended(self, to_upstream: int, to_client: int) -> None:
         log.info(
             "{label} {user} closed: {up} bytes to upstream, {down} bytes to client, {seconds:.1f} s",
-            label=self.label, user=self.username, up=to_upstream, down=to_client,
-            seconds=self.clock.seconds() - self._started,
+            user=self.username, up=to_upstream, down=to_client,
+            seconds=self.clock.seconds() - self._started, **self._about("closed"),
         )
+
+    def _about(self, event: str, reason: str | None = None) -> dict[str, Any]:
+        """The fields every line about this session carries (the JSON log's keys)."""
+        return {"label": self.label, "listener": self.factory.listener.name, "peer": self.peer,
+                "account": self.username, "event": event, "reason": reason}
+
+    def close_now(self) -> None:
+        """The proxy is stopping and its grace period is over: end the session (and so its
+        upstream connection) without waiting for buffers to drain."""
+        self.stream.abortConnection()
 
     def _pre_login_timeout(self) -> None:
         self._timeout = None
@@ -167,8 +184,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
                 self.factory.limits.pre_login_seconds, self._pre_login_timeout
             )
             return
-        log.info("{label} no login within {s} s, closing", label=self.label,
-                 s=self.factory.limits.pre_login_seconds)
+        log.info("{label} no login within {s} s, closing", s=self.factory.limits.pre_login_seconds,
+                 **self._about("login_timeout"))
         self.stream.loseConnection()
 
     def _cancel_timeout(self) -> None:
@@ -191,7 +208,9 @@ class _Busy(Protocol):
 
 class FrontFactory(Factory):
     """Builds a front per accepted connection, for peers the listener allows, within the
-    session limits."""
+    session limits (counted in `sessions`, which a reloaded listener's new factory shares)."""
+
+    noisy = False  # Twisted's "Starting factory <...>" lines say nothing to an administrator
 
     def __init__(
         self,
@@ -202,6 +221,7 @@ class FrontFactory(Factory):
         limits: Limits,
         busy_answer: bytes,
         server_tls: IOpenSSLServerConnectionCreator | None = None,
+        sessions: OpenSessions | None = None,
     ) -> None:
         self.listener = listener
         self.make_session = make_session
@@ -210,25 +230,28 @@ class FrontFactory(Factory):
         self.limits = limits
         self.busy_answer = busy_answer
         self.server_tls = server_tls  # for STARTTLS
-        self.sessions: Counter[str] = Counter()  # open sessions per client address
+        self.sessions = sessions if sessions is not None else OpenSessions()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
         if host is not None and not _allowed(host, self.listener):
             log.warn("{protocol} refused connection from {host}: not in allow_from",
-                     protocol=self.listener.protocol, host=host)
+                     protocol=self.listener.protocol, host=host, listener=self.listener.name,
+                     peer=host, event="refused", reason="not in allow_from")
             return None  # Twisted closes the connection before anything is sent
         source = host or "local"
         if (
-            self.sessions.total() >= self.limits.max_sessions
-            or self.sessions[source] >= self.limits.max_sessions_per_address
+            len(self.sessions) >= self.limits.max_sessions
+            or self.sessions.count(source) >= self.limits.max_sessions_per_address
         ):
             log.warn("{protocol} refused connection from {source}: session limit reached "
                      "({count} open from it, {total} in all)", protocol=self.listener.protocol,
-                     source=source, count=self.sessions[source], total=self.sessions.total())
+                     source=source, count=self.sessions.count(source), total=len(self.sessions),
+                     listener=self.listener.name, peer=source, event="busy",
+                     reason="session limit reached")
             return _Busy(self.busy_answer)
-        self.sessions[source] += 1
-        label = f"{self.listener.protocol} {host}:{getattr(addr, 'port', '')}"
+        peer = f"{host}:{getattr(addr, 'port', '')}"
+        label = f"{self.listener.protocol} {peer}"
         tls = self.listener.tls
         session = self.make_session(
             starttls=tls == "starttls",
@@ -237,12 +260,9 @@ class FrontFactory(Factory):
             # than this machine must start TLS before they log in.
             login_requires_tls=tls == "starttls" and not _is_loopback(host),
         )
-        return FrontProtocol(session, self, source, label)
-
-    def session_ended(self, source: str) -> None:
-        self.sessions[source] -= 1
-        if self.sessions[source] <= 0:
-            del self.sessions[source]
+        protocol = FrontProtocol(session, self, source, label, peer)
+        self.sessions.opened(source, protocol)
+        return protocol
 
 
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -82,17 +82,24 @@ def server_certificate(listener: ListenerConfig, store_path: Path) -> ServerCert
             pem = listener.tls_cert.read_bytes()
         except OSError as e:
             raise ConfigError(f"tls_cert {listener.tls_cert}: cannot read: {e.strerror}") from None
-        return ServerCertificate(listener.tls_cert, _fingerprint(pem), generated=False)
+        return ServerCertificate(listener.tls_cert, fingerprint(pem), generated=False)
     names = _subject_names(listener)
-    path = store_path / "tls" / f"{listener.protocol}-{_safe(listener.listen)}.pem"
+    path = certificate_path(listener, store_path)
     if path.exists() and _still_good(path.read_bytes(), names):
-        return ServerCertificate(path, _fingerprint(path.read_bytes()), generated=True)
+        return ServerCertificate(path, fingerprint(path.read_bytes()), generated=True)
     pem = _generate(names)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     make_private_folder(store_path, tighten_existing=False)  # as the store itself does
     make_private_folder(path.parent, tighten_existing=True)
     write_atomically(path, pem)
-    return ServerCertificate(path, _fingerprint(pem), generated=True)
+    return ServerCertificate(path, fingerprint(pem), generated=True)
+
+
+def certificate_path(listener: ListenerConfig, store_path: Path) -> Path:
+    """Where the listener's certificate is: `tls_cert`, or the one generated in the store."""
+    if listener.tls_cert is not None:
+        return listener.tls_cert
+    return store_path / "tls" / f"{listener.protocol}-{_safe(listener.listen)}.pem"
 
 
 def _subject_names(listener: ListenerConfig) -> list[str]:
@@ -153,7 +160,8 @@ def _still_good(pem: bytes, names: list[str]) -> bool:
     return fresh and all(n in present for n in names)
 
 
-def _fingerprint(pem: bytes) -> str:
+def fingerprint(pem: bytes) -> str:
+    """SHA-256 of the first certificate in `pem`, colon-separated hex, as devices show it."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as e:

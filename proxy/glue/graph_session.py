@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from ..actions import Close, LoggedIn, Send
 from ..config import ListenerConfig
-from ..graph import Envelope, Outcome, Temporary, describe
+from ..graph import Envelope, Outcome, Sent, Temporary, describe
 from ..smtp import SmtpSession
 from ..smtp.outcomes import delivery_reply
 from ..smtp.receiving import Deliver, ReceivingAction, SmtpReceiver
@@ -107,7 +107,8 @@ class GraphSession:
 
     def _unexpected(self, failure: Failure) -> tuple[Outcome, Grant]:
         log.failure("{user}: unexpected error while sending through Microsoft Graph", failure,
-                    user=self.grant.username)
+                    user=self.grant.username, account=self.grant.username,
+                    event="graph_delivery_error")
         return Temporary("internal error in the proxy; see its log"), self.grant
 
     def _delivered(self, result: tuple[Outcome, Grant], size: int, started: float) -> None:
@@ -115,7 +116,9 @@ class GraphSession:
         self._sending = False
         log.info("{user}: a message of {size} bytes: {outcome} ({ms:.0f} ms)",
                  user=self.grant.username, size=size, outcome=describe(outcome),
-                 ms=(time.monotonic() - started) * 1000)
+                 ms=(time.monotonic() - started) * 1000, account=self.grant.username,
+                 event="graph_delivery", reason=None if isinstance(outcome, Sent) else
+                 describe(outcome))
         if self._gone:
             self._end()
             return

@@ -1,62 +1,78 @@
-"""The running proxy as a Twisted service: a listener per [[listener]], one token broker, one
-thread pool for the blocking work."""
+"""One listener: the factory that serves its connections, built from its settings, and the
+factory its port keeps across reloads."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from twisted.application import service, strports
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IAddress, IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.threadpool import ThreadPool
 
 from ..actions import FrontSession
 from ..config import Config, Limits, ListenerConfig
+from ..config.changes import ListenerSpec
 from ..protocols import BUSY, cores_for
-from ..store import open_store
 from ..throttle import LoginThrottle, ThrottleSettings
-from ..tokens.blocking import RunBlocking, ThreadPoolService, blocking_runner
+from ..tokens.blocking import RunBlocking
 from ..tokens.broker import TokenBroker
 from .front import FrontFactory
-from .front_tls import server_certificate, server_tls_options
+from .front_tls import ServerCertificate, server_certificate, server_tls_options
 from .gateway import Gateway
 from .graph_session import graph_front, graph_sign_in
+from .sessions import OpenSessions
 from .signed_in import SignIn
 from .upstream_connection import UpstreamTarget, upstream_sign_in
-
-# requests and scrypt block; they run here, never on the reactor thread.
-THREADS = 8
 
 log = Logger(namespace="xoauth2-proxy")
 
 
-def make_service(config: Config, reactor: Any) -> service.MultiService:
-    root = service.MultiService()
-    pool = ThreadPool(minthreads=0, maxthreads=THREADS, name="xoauth2-proxy")
-    ThreadPoolService(pool).setServiceParent(root)  # type: ignore[no-untyped-call]
-    run_blocking = blocking_runner(reactor, pool)
-    broker = TokenBroker(config, open_store(config), run_blocking)
-    throttle = LoginThrottle(throttle_settings(config.limits))
-    for listener in config.listeners:
-        make_session, sign_in = _front_and_sign_in(listener, config, reactor, broker, run_blocking)
-        gateway = Gateway(reactor, broker, sign_in, throttle, listener.resource)
-        server_tls = _server_tls(listener, config)
-        factory: IProtocolFactory = FrontFactory(
-            listener, make_session, gateway, reactor, config.limits, BUSY[listener.protocol],
-            server_tls if listener.tls == "starttls" else None,
-        )
-        if listener.tls == "implicit":
-            assert server_tls is not None
-            factory = TLSMemoryBIOFactory(server_tls, False, factory)
-        listening = strports.service(listener.listen, factory, reactor=reactor)
-        listening.setName(listener.name)
-        # Fail at start when the port is taken, instead of logging it and serving nothing.
-        listening._raiseSynchronously = True
-        listening.setServiceParent(root)
-    return root
+@dataclass(frozen=True)
+class ListenerTLS:
+    """A listener's certificate and the server context made from it (None: no TLS)."""
+
+    certificate: ServerCertificate
+    options: CertificateOptions
+
+
+def listener_tls(listener: ListenerConfig, config: Config) -> ListenerTLS | None:
+    """Reads (or generates and stores) the certificate: blocking, run it in the thread pool."""
+    if listener.tls == "none":
+        return None
+    certificate = server_certificate(listener, config.store_path)
+    return ListenerTLS(certificate, server_tls_options(listener, certificate))
+
+
+def listener_spec(listener: ListenerConfig, config: Config, tls: ListenerTLS | None) -> ListenerSpec:
+    return ListenerSpec(listener, config.limits, tls.certificate.fingerprint if tls else None)
+
+
+def build_factory(
+    listener: ListenerConfig,
+    config: Config,
+    tls: ListenerTLS | None,
+    reactor: Any,
+    broker: TokenBroker,
+    throttle: LoginThrottle,
+    sessions: OpenSessions,
+    run_blocking: RunBlocking,
+) -> IProtocolFactory:
+    """The factory for the listener's new connections; logs what an administrator must know
+    about its TLS."""
+    _log_security(listener, tls)
+    make_session, sign_in = _front_and_sign_in(listener, config, reactor, broker, run_blocking)
+    gateway = Gateway(reactor, broker, sign_in, throttle, listener.resource)
+    front = FrontFactory(
+        listener, make_session, gateway, reactor, config.limits, BUSY[listener.protocol],
+        tls.options if tls and listener.tls == "starttls" else None, sessions,
+    )
+    if tls and listener.tls == "implicit":
+        return TLSMemoryBIOFactory(tls.options, False, front)
+    return front
 
 
 def _front_and_sign_in(
@@ -72,6 +88,20 @@ def _front_and_sign_in(
     return cores.make_session, upstream_sign_in(reactor, target, cores.make_login)
 
 
+class ListenerFactory(Factory):
+    """The factory a listener's port is bound with, for as long as the listener exists. Each
+    connection goes to the `current` factory; a reload that changes the listener replaces it,
+    so the port never closes and sessions already open keep the factory that built them."""
+
+    noisy = False
+
+    def __init__(self, current: IProtocolFactory) -> None:
+        self.current = current
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        return cast("Protocol | None", self.current.buildProtocol(addr))  # type: ignore[arg-type]
+
+
 def throttle_settings(limits: Limits) -> ThrottleSettings:
     return ThrottleSettings(
         failures_before_delay=limits.failures_before_delay,
@@ -82,23 +112,23 @@ def throttle_settings(limits: Limits) -> ThrottleSettings:
     )
 
 
-def _server_tls(listener: ListenerConfig, config: Config) -> CertificateOptions | None:
-    if listener.tls == "none":
+def _log_security(listener: ListenerConfig, tls: ListenerTLS | None) -> None:
+    if tls is None:
         if not listener.loopback_only:
             log.warn(
                 "{name}: passwords from devices cross the network in the clear "
                 "(allow_plaintext = true); consider tls = \"starttls\" or \"implicit\"",
-                name=listener.name,
+                name=listener.name, listener=listener.name, event="plaintext_listener",
             )
-        return None
-    certificate = server_certificate(listener, config.store_path)
+        return
+    certificate = tls.certificate
     log.info(
         "{name}: TLS certificate {path} ({origin}), SHA-256 fingerprint {fingerprint}",
         name=listener.name, path=certificate.pem_path,
         origin="generated" if certificate.generated else "tls_cert",
-        fingerprint=certificate.fingerprint,
+        fingerprint=certificate.fingerprint, listener=listener.name, event="certificate",
     )
     if listener.tls_minimum in ("1.0", "1.1"):
         log.warn("{name}: accepts TLS {version}, which is obsolete; only for devices that "
-                 "know nothing newer", name=listener.name, version=listener.tls_minimum)
-    return server_tls_options(listener, certificate)
+                 "know nothing newer", name=listener.name, version=listener.tls_minimum,
+                 listener=listener.name, event="obsolete_tls")

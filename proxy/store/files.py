@@ -2,7 +2,8 @@
 called from a thread pool.
 
 Layout: ROOT/accounts/<sha256 hex of the lower-cased user name>.json (the record's bytes, see
-proxy.store.record), with a <same>.lock sidecar for fcntl.flock. Hashing makes any user name
+proxy.store.record), with a <same>.lock sidecar for the account lock (filelock: flock on POSIX,
+LockFileEx through msvcrt on Windows). Hashing makes any user name
 (dots, slashes, unicode, 254 characters) a safe file name of fixed length; the user name itself
 is kept in the record's readable "meta". Files are 0600, folders 0700, and every write replaces
 the file atomically.
@@ -11,7 +12,6 @@ the file atomically.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import threading
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from ..errors import AccountNotReady, StoreFileInvalid
-from ..private_files import fsync_dir, make_private_folder, open_private, write_atomically
+from ..private_files import PRIVATE_FILE_MODE, fsync_dir, make_private_folder, write_atomically
 from .record import (
     DEFAULT_KDF,
     MAX_RECORD_BYTES,
@@ -40,12 +42,12 @@ from .record import (
 class _HeldLock:
     rlock: threading.RLock = field(default_factory=threading.RLock)
     depth: int = 0
-    fd: int = -1
+    file_lock: FileLock | None = None
 
 
 class FileStore:
     """The account files under `root`. Safe to share between threads of one process; other
-    processes are kept in step by the per-account flock."""
+    processes are kept in step by the per-account file lock."""
 
     def __init__(self, root: Path, kdf: ScryptParams = DEFAULT_KDF) -> None:
         self.root = Path(root)
@@ -179,7 +181,7 @@ class FileStore:
 
     @contextlib.contextmanager
     def lock(self, username: str) -> Iterator[None]:
-        """Hold the account's exclusive lock (fcntl.flock on its .lock sidecar).
+        """Hold the account's exclusive lock (a file lock on its .lock sidecar).
 
         Other processes and other threads wait; the same thread may nest it. Hold it around a
         read-modify-write such as load, refresh, save.
@@ -190,20 +192,20 @@ class FileStore:
         with held.rlock:
             if held.depth == 0:
                 self._make_folders()
-                held.fd = open_private(self.path(name).with_suffix(".lock"))
-                try:
-                    fcntl.flock(held.fd, fcntl.LOCK_EX)
-                except BaseException:
-                    os.close(held.fd)
-                    raise
+                # One holder per account inside this process is the RLock's job; the file lock
+                # keeps other processes out, so it need not be per thread.
+                held.file_lock = FileLock(
+                    self.path(name).with_suffix(".lock"), mode=PRIVATE_FILE_MODE, thread_local=False
+                )
+                held.file_lock.acquire()
             held.depth += 1
             try:
                 yield
             finally:
                 held.depth -= 1
-                if held.depth == 0:
-                    os.close(held.fd)  # releases the flock
-                    held.fd = -1
+                if held.depth == 0 and held.file_lock is not None:
+                    held.file_lock.release()
+                    held.file_lock = None
 
     # -- internals --
 

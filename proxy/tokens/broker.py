@@ -184,6 +184,16 @@ class TokenBroker:
         finally:
             lock.release()
 
+    def use_config(self, config: Config) -> None:
+        """A reload: accounts removed or changed are forgotten (a changed one gets a new Entra
+        ID client and unlocks again); tokens issued but not yet saved are kept whatever happens."""
+        for name, account in self.config.accounts.items():
+            if config.accounts.get(name) != account:
+                self._unlocked.pop(name, None)
+                self._clients.pop(name, None)
+                self._backoff.pop(name, None)
+        self.config = config
+
     def forget_access_token(self, username: str, resource: str = OUTLOOK) -> None:
         """The upstream refused the cached token (revoked early): the next grant refreshes."""
         unlocked = self._unlocked.get(username.lower())
@@ -225,7 +235,8 @@ class TokenBroker:
             if self._fallback_usable(unlocked, resource):
                 log.warn("{user}: token refresh failed ({error}); the current access token is "
                          "still valid and is used meanwhile", user=account.username,
-                         error=e.message)
+                         error=e.message, account=account.username,
+                         event="token_refresh_failed", reason=e.message)
                 return self._grant(account, unlocked, resource, fresh=False)
             raise
         self._backoff.pop(name, None)

@@ -14,7 +14,6 @@ import base64
 import contextlib
 import itertools
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -63,6 +62,8 @@ def dovecot_available() -> str | None:
 
 def _ensure_mail_user() -> tuple[int, int]:
     """uid/gid of the unprivileged user that owns the mailboxes; created on first use."""
+    import pwd  # here, not at the top: the portability test imports this module where pwd is not
+
     command = ["useradd", "--system", "--user-group", "--no-create-home"]
     command += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", MAIL_USER]
     error = ""

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .ports import wait_for_port
@@ -31,9 +32,10 @@ class ProxyProcess:
             input=stdin, capture_output=True, text=True, timeout=timeout, env=self._env(),
         )
 
-    def start(self, *wait_ports: int, verbose: bool = False) -> None:
-        """Start `serve` (with -v when `verbose`) and wait until the given ports accept."""
-        options = ["-v"] if verbose else []
+    def start(self, *wait_ports: int, verbose: bool = False, options: tuple[str, ...] = ()) -> None:
+        """Start `serve` (with -v when `verbose`, and the global `options`) and wait until the
+        given ports accept."""
+        options = ("-v", *options) if verbose else options
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "proxy", "--config", str(self.config), *options, "serve"],
@@ -57,6 +59,30 @@ class ProxyProcess:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+    def send_signal(self, number: int) -> None:
+        if self._process is None:
+            raise RuntimeError("the proxy is not running")
+        self._process.send_signal(number)
+
+    def wait_for_exit(self, timeout: float) -> int:
+        """The exit code, once `serve` has ended by itself (TimeoutExpired otherwise)."""
+        if self._process is None:
+            raise RuntimeError("the proxy was not started")
+        code = self._process.wait(timeout=timeout)
+        self._process = None
+        return code
+
+    def wait_for_log(self, text: str, timeout: float = 30, after: int = 0) -> str:
+        """The log from offset `after` once it contains `text`; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log_text()[after:]
+            if text in log:
+                return log
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not in the proxy's log:\n{log}")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, whatever the proxy was doing."""
