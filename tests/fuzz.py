@@ -1,4 +1,5 @@
-"""Fuzzing the pre-login parsers (IMAP, POP3, SMTP front sessions), the upstream login cores and
+"""Fuzzing the pre-login parsers (IMAP, POP3, SMTP front sessions), the upstream login cores,
+the SMTP receiving core of Graph listeners (its targets and rules: tests/fuzz_receiving.py) and
 the PROXY header glue of listeners behind a load balancer (rules in tests/fuzz_balancer.py).
 
     .venv/bin/python -m tests.fuzz --seconds 60              # every target, until time is up
@@ -631,7 +632,10 @@ def run_upstream(protocol: str, data: bytes) -> UpstreamRun:
 
 def targets() -> dict[str, Callable[[bytes], object]]:
     """The fuzz targets, by name."""
+    from tests import fuzz_receiving  # it builds on this module's helpers
+
     return {
+        **fuzz_receiving.targets(),
         "imap-front": lambda data: run_front("imap", data),
         "pop3-front": lambda data: run_front("pop3", data),
         "smtp-front": lambda data: run_front("smtp", data),

@@ -39,6 +39,7 @@ def test_example_config_loads() -> None:
 
 @pytest.mark.parametrize(("name", "protocols"), [
     ("printer-smtp.toml", {"smtp"}),
+    ("printer-graph.toml", {"smtp"}),
     ("pop3-client.toml", {"pop3", "smtp"}),
     ("imap-mail-programs.toml", {"imap", "smtp"}),
 ])

@@ -14,7 +14,7 @@ from proxy.imap.device import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.pop3.upstream import Pop3UpstreamLogin
 from proxy.smtp.upstream import SmtpUpstreamLogin
-from tests import fuzz
+from tests import fuzz, fuzz_receiving
 
 TARGETS = fuzz.targets()
 BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,6 +43,18 @@ def test_random_inputs_reach_logins_relays_and_upstream_outcomes() -> None:
         assert sum(run.outcome is not None for run in upstreams) > 150, protocol
     literal_runs = [fuzz.run_imap_literals(data) for data in inputs]
     assert sum(bool(run.logins) for run in literal_runs) > 30
+
+
+def test_random_inputs_reach_deliveries_and_refusals() -> None:
+    """The receiving targets get past the envelope: random bytes lead to delivered messages,
+    BDAT and DATA alike, and to oversized ones refused with 552."""
+    rng = random.Random(2025)
+    runs = [fuzz_receiving.run_receiving(rng.randbytes(rng.randrange(300))) for _ in range(300)]
+    assert sum(bool(run.delivered) for run in runs) > 60
+    said = [line for run in runs for line in run.said]
+    assert any(line.startswith(b"552 5.3.4") for line in said)
+    assert any(line.endswith(b"octets received") for line in said)
+    assert any(line.startswith(b"354") for line in said)
 
 
 @pytest.mark.parametrize("synchronising", [True, False])

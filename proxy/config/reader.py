@@ -13,14 +13,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..resources import GRAPH, GRAPH_APP_SCOPE, GRAPH_SEND_SCOPES, NAMES, resources_in
+from ..urls import secure_or_loopback, service_base_url
 from .model import (
     APP_ONLY_SCOPE,
     BALANCER_PREFIX,
     DEFAULT_AUTHORITY,
+    DEFAULT_MAX_MESSAGE_MB,
     DELEGATED_SCOPES,
     FLOWS,
+    GRAPH_UPSTREAM,
     LIMITS_ALLOWING_ZERO,
     LOOPBACK_NETWORKS,
+    MAX_MESSAGE_MB,
     PROTOCOLS,
     STORE_BACKENDS,
     TLS_MODES,
@@ -81,11 +86,9 @@ class _Reader:
         )
         if not listeners:
             raise self.fail("[[listener]]", "at least one listener is required")
-        protocols = {listener.protocol for listener in listeners}
-
         accounts: dict[str, AccountConfig] = {}
         for i, item in enumerate(self.array(data, "account"), 1):
-            account = self.account(f"[[account]] #{i}", item, protocols)
+            account = self.account(f"[[account]] #{i}", item, listeners)
             key = account.username.lower()
             if key in accounts:
                 raise self.fail(f"[[account]] #{i}", f"username {account.username!r} appears twice")
@@ -125,12 +128,21 @@ class _Reader:
             where,
             item,
             {"protocol", "listen", "upstream", "upstream_ca", "tls", "tls_cert", "tls_minimum",
-             "allow_from", "allow_plaintext", "proxy_protocol_from"},
+             "allow_from", "allow_plaintext", "proxy_protocol_from", "graph_url",
+             "max_message_mb"},
         )
         protocol = self.choice(item, "protocol", where, PROTOCOLS)
         listen = self.server_endpoint(where, self.required(item, "listen", where, str))
-        upstream = self.client_endpoint(where, self.required(item, "upstream", where, str))
-        self.upstream_security(where, protocol, upstream)
+        upstream = self.required(item, "upstream", where, str)
+        if upstream == GRAPH_UPSTREAM:
+            graph = self.graph_settings(where, protocol, item)
+        else:
+            upstream = self.client_endpoint(where, upstream)
+            self.upstream_security(where, protocol, upstream)
+            for key in ("graph_url", "max_message_mb"):
+                if key in item:
+                    raise self.fail(where, f'{key} is for upstream = "graph" only')
+            graph = {}
         tls = self.choice(item, "tls", where, TLS_MODES, default="none")
         allow_from = self.optional(item, "allow_from", where, lambda v, w: self.networks(v, w))
         listener = ListenerConfig(
@@ -145,6 +157,7 @@ class _Reader:
             allow_plaintext=self.optional(item, "allow_plaintext", where, self.as_bool) or False,
             proxy_protocol_from=self.optional(
                 item, "proxy_protocol_from", where, lambda v, w: self.networks(v, w)) or (),
+            **graph,
         )
         self.balancers(where, listener, "proxy_protocol_from" in item)
         for key in ("upstream_ca", "tls_cert"):
@@ -171,7 +184,28 @@ class _Reader:
             raise self.fail(where, "proxy_protocol_from needs a listen address with the "
                             f'{BALANCER_PREFIX} prefix (e.g. "haproxy:tcp:1143:interface=...")')
 
-    def account(self, where: str, item: dict[str, Any], protocols: set[str]) -> AccountConfig:
+    def graph_settings(self, where: str, protocol: str, item: dict[str, Any]) -> dict[str, Any]:
+        """graph_url and max_message_mb of an smtp listener with upstream = "graph"."""
+        if protocol != "smtp":
+            raise self.fail(where, f'upstream = "graph" sends mail through Microsoft Graph, '
+                            f"which only smtp listeners do; {protocol} needs tls:HOST:PORT")
+        settings: dict[str, Any] = {}
+        if "graph_url" in item:
+            url = self.as_str(item["graph_url"], f"{where}: graph_url")
+            try:
+                settings["graph_url"] = service_base_url(url, "graph_url",
+                                                         "https://graph.microsoft.com")
+            except ValueError as e:
+                raise self.fail(where, str(e)) from None
+        size = item.get("max_message_mb", DEFAULT_MAX_MESSAGE_MB)
+        if type(size) is not int or not 1 <= size <= MAX_MESSAGE_MB:
+            raise self.fail(where, f"max_message_mb = {size!r}: expected a whole number from 1 "
+                            f"to {MAX_MESSAGE_MB} (Exchange Online's highest limit)")
+        settings["max_message_mb"] = size
+        return settings
+
+    def account(self, where: str, item: dict[str, Any],
+                listeners: tuple[ListenerConfig, ...]) -> AccountConfig:
         self.check_keys(
             where,
             item,
@@ -183,9 +217,10 @@ class _Reader:
         flow = self.choice(item, "flow", where, FLOWS)
         scopes = self.optional(item, "scopes", where, self.strings)
         if not scopes:
-            scopes = _default_scopes(flow, protocols)
+            scopes = _default_scopes(flow, listeners)
+        self.scopes_cover(where, scopes, listeners)
         authority = self.optional(item, "authority", where, self.as_str) or DEFAULT_AUTHORITY
-        if not authority.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        if not secure_or_loopback(authority):
             raise self.fail(where, f"authority = {authority!r}: expected an https:// URL")
         account = AccountConfig(
             username=username,
@@ -216,6 +251,18 @@ class _Reader:
                     "domain or GUID (Entra ID answers AADSTS9001023 otherwise)",
                 )
         return account
+
+    def scopes_cover(self, where: str, scopes: list[str],
+                     listeners: tuple[ListenerConfig, ...]) -> None:
+        """Every service a listener needs has scopes: one token per service comes from them."""
+        named = resources_in(scopes)
+        for listener in listeners:
+            if listener.resource not in named:
+                example = ("https://graph.microsoft.com/Mail.Send" if listener.resource == GRAPH
+                           else DELEGATED_SCOPES[listener.protocol])
+                raise self.fail(where, f"scopes name nothing for {NAMES[listener.resource]}, "
+                                f"which the {listener.name} listener needs (add e.g. {example}, "
+                                "or remove scopes to get the defaults)")
 
     # -- typed accessors --
 
@@ -341,7 +388,12 @@ def _default_interface(listen: str) -> str:
     return listen
 
 
-def _default_scopes(flow: str, protocols: set[str]) -> list[str]:
+def _default_scopes(flow: str, listeners: tuple[ListenerConfig, ...]) -> list[str]:
+    """What the listeners need: per relaying protocol its Exchange scope (client credentials:
+    Exchange's .default), for Graph listeners Mail.Send and Mail.ReadWrite (.default)."""
+    relayed = {listener.protocol for listener in listeners if not listener.sends_through_graph}
+    graph = any(listener.sends_through_graph for listener in listeners)
     if flow == "client_credentials":
-        return [APP_ONLY_SCOPE]
-    return [DELEGATED_SCOPES[p] for p in PROTOCOLS if p in protocols] + ["offline_access"]
+        return [APP_ONLY_SCOPE] * bool(relayed) + [GRAPH_APP_SCOPE] * graph
+    delegated = [DELEGATED_SCOPES[p] for p in PROTOCOLS if p in relayed]
+    return delegated + list(GRAPH_SEND_SCOPES) * graph + ["offline_access"]

@@ -146,7 +146,8 @@ class Runtime:
         sessions.update({spec.key: self.listeners[spec.key].sessions for spec in changes.changed})
         factories = {
             spec.key: build_factory(spec.config, new, prepared[spec.key].tls, self.reactor,
-                                    self.broker, self.throttle, sessions[spec.key])
+                                    self.broker, self.throttle, sessions[spec.key],
+                                    self.run_blocking)
             for spec in changes.added + changes.changed
         }
         removed = [self.listeners[spec.key] for spec in changes.removed]

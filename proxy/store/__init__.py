@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from .contract import Store
 from .files import FileStore
 from .kdf import Argon2Params, KdfParams, ScryptParams
-from .record import AccountMeta, Secrets, UnlockKey
+from .record import AccessToken, AccountMeta, Secrets, UnlockKey
 
 POSTGRESQL_EXTRA = "pip install 'xoauth2-proxy[postgresql]'"
 
@@ -35,6 +35,6 @@ def open_database(settings: StoreConfig) -> Store:
 
 
 __all__ = [
-    "AccountMeta", "Argon2Params", "FileStore", "KdfParams", "ScryptParams", "Secrets", "Store",
-    "UnlockKey", "open_database", "open_store",
+    "AccessToken", "AccountMeta", "Argon2Params", "FileStore", "KdfParams", "ScryptParams",
+    "Secrets", "Store", "UnlockKey", "open_database", "open_store",
 ]

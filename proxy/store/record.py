@@ -6,10 +6,13 @@ A record (format 1) is JSON:
              "salt": "<base64>"},   (or {"name": "scrypt", "n": ..., "r": ..., "p": ...})
      "cipher": "AES-256-GCM", "nonce": "<base64>", "ciphertext": "<base64>",
      "meta": {"username": ..., "mailbox": ..., "flow": ..., "state": "ok", ...}}
-The ciphertext holds the Secrets as JSON. Its GCM associated data names the format and the
-account, so a record copied onto another account does not decrypt there. "meta" is deliberately
-not authenticated: the proxy changes state and expiry without knowing the password, and
-whoever can write the record can delete it anyway.
+The ciphertext holds the Secrets as JSON: the refresh token, the Exchange Online access token and
+its expiry (the fields every record has), and, for an account that also sends through Microsoft
+Graph, "access_tokens": {"graph": {"access_token": ..., "access_expires_at": ...}} (absent when
+empty, so records written before it existed read the same). Its GCM associated data names the
+format and the account, so a record copied onto another account does not decrypt there. "meta"
+is deliberately not authenticated: the proxy changes state and expiry without knowing the
+password, and whoever can write the record can delete it anyway.
 
 Pure: no files, no locks, no clock but the timestamps in meta. Key derivation is slow
 (proxy.store.kdf): call it from a thread pool.
@@ -30,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import StaleKey, StoreFileInvalid, WrongPassword
+from ..resources import OUTLOOK
 from .kdf import KDF_NAMES, KdfParams, derive, params_from_json
 
 FORMAT = 1
@@ -83,14 +87,47 @@ class AccountMeta:
             object.__setattr__(self, name, float(value))
 
 
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token for one resource (proxy.resources) and when it expires."""
+
+    token: str = field(repr=False)
+    expires_at: float | None = None
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
-    """The encrypted part of an account. `extra` is free for flows that need more."""
+    """The encrypted part of an account. `access_token` is for Exchange Online (OUTLOOK); other
+    resources' tokens are in `other_tokens`, by resource. `extra` is free for flows that need
+    more."""
 
     refresh_token: str | None = None
     access_token: str | None = None
     access_expires_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    other_tokens: dict[str, AccessToken] = field(default_factory=dict)
+
+    def token_for(self, resource: str) -> AccessToken | None:
+        if resource == OUTLOOK:
+            token = self.access_token
+            return None if token is None else AccessToken(token, self.access_expires_at)
+        return self.other_tokens.get(resource)
+
+    def with_token(self, resource: str, token: AccessToken, refresh_token: str | None) -> Secrets:
+        """These secrets with `resource`'s access token and the refresh token replaced."""
+        if resource == OUTLOOK:
+            return dataclasses.replace(self, refresh_token=refresh_token,
+                                       access_token=token.token,
+                                       access_expires_at=token.expires_at)
+        others = {**self.other_tokens, resource: token}
+        return dataclasses.replace(self, refresh_token=refresh_token, other_tokens=others)
+
+    @property
+    def first_expiry(self) -> float | None:
+        """When the first of the access tokens expires (for meta), None without any."""
+        expiries = [t.expires_at for t in (self.token_for(OUTLOOK), *self.other_tokens.values())
+                    if t is not None and t.expires_at is not None]
+        return min(expiries, default=None)
 
     def __repr__(self) -> str:
         def hidden(value: object) -> str:
@@ -100,7 +137,8 @@ class Secrets:
             f"Secrets(refresh_token={hidden(self.refresh_token)}, "
             f"access_token={hidden(self.access_token)}, "
             f"access_expires_at={self.access_expires_at!r}, "
-            f"extra=<{len(self.extra)} hidden item(s)>)"
+            f"extra=<{len(self.extra)} hidden item(s)>, "
+            f"other_tokens=<{', '.join(sorted(self.other_tokens)) or 'none'}>)"
         )
 
 
@@ -134,7 +172,7 @@ class Record:
         meta = dataclasses.replace(
             meta,
             username=name,
-            access_expires_at=secrets.access_expires_at,
+            access_expires_at=secrets.first_expiry,
             refresh_token_present=bool(secrets.refresh_token),
             updated_at=time.time(),
         )
@@ -212,12 +250,17 @@ def _derive(password: str, salt: bytes, params: KdfParams) -> UnlockKey:
 
 
 def _encode_secrets(secrets: Secrets) -> bytes:
-    payload = {
+    payload: dict[str, Any] = {
         "refresh_token": secrets.refresh_token,
         "access_token": secrets.access_token,
         "access_expires_at": secrets.access_expires_at,
         "extra": secrets.extra,
     }
+    if secrets.other_tokens:
+        payload["access_tokens"] = {
+            resource: {"access_token": t.token, "access_expires_at": t.expires_at}
+            for resource, t in secrets.other_tokens.items()
+        }
     return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -230,11 +273,20 @@ def _decode_secrets(where: object, plain: bytes, name: str) -> Secrets:
             raise ValueError("tokens must be strings")
         if not (expires is None or type(expires) in (int, float)) or not isinstance(extra, dict):
             raise ValueError("bad expiry or extra")
-    except (ValueError, KeyError, TypeError) as e:
+        others = {resource: _access_token(entry)
+                  for resource, entry in data.get("access_tokens", {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise StoreFileInvalid(
             where, f"decrypts to unexpected content ({e})", repair_advice(name)
         ) from None
-    return Secrets(refresh, access, None if expires is None else float(expires), extra)
+    return Secrets(refresh, access, None if expires is None else float(expires), extra, others)
+
+
+def _access_token(entry: Any) -> AccessToken:
+    token, expires = entry["access_token"], entry["access_expires_at"]
+    if not isinstance(token, str) or not (expires is None or type(expires) in (int, float)):
+        raise ValueError("bad access token of a resource")
+    return AccessToken(token, None if expires is None else float(expires))
 
 
 def _parse(raw: bytes, where: object, name: str | None) -> Record:

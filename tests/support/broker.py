@@ -81,6 +81,7 @@ class StubEntra:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.calls: list[tuple[str, str | None]] = []
+        self.resources: list[str | None] = []  # the resource of each call
         self.lifetime = 3600.0
         self.errors: list[Exception] = []
         self.during: Callable[[], None] | None = None  # runs inside the request
@@ -96,12 +97,14 @@ class StubEntra:
                         expires_at=self.clock() + self.lifetime,
                         refresh_token=f"refresh-{self.counter}" if rotate else None)
 
-    def refresh(self, refresh_token: str) -> TokenSet:
+    def refresh(self, refresh_token: str, resource: str | None = None) -> TokenSet:
         self.calls.append(("refresh", refresh_token))
+        self.resources.append(resource)
         return self._issue(rotate=True)
 
-    def client_credentials(self) -> TokenSet:
+    def client_credentials(self, resource: str | None = None) -> TokenSet:
         self.calls.append(("client_credentials", None))
+        self.resources.append(resource)
         return self._issue(rotate=False)
 
 
