@@ -42,8 +42,13 @@ def listener_toml(protocol: str, listen: str, upstream: str, upstream_ca: str | 
                                    "upstream_ca": upstream_ca, **keys})
 
 
+def client_credentials_account_toml(username: str, client_id: str, secret: str, authority: str) -> str:
+    """An [[account]] of TENANT using client_credentials with `secret` at `authority`."""
+    return _table("[[account]]", {"username": username, "tenant": TENANT, "client_id": client_id,
+                                  "flow": "client_credentials", "client_secret": secret,
+                                  "authority": authority})
+
+
 def alice_account_toml(authority: str) -> str:
     """ALICE's [[account]]: client_credentials with ALICE_SECRET at the fake Entra ID `authority`."""
-    return _table("[[account]]", {"username": ALICE, "tenant": TENANT, "client_id": "app-alice",
-                                  "flow": "client_credentials", "client_secret": ALICE_SECRET,
-                                  "authority": authority})
+    return client_credentials_account_toml(ALICE, "app-alice", ALICE_SECRET, authority)
