@@ -72,7 +72,7 @@ def _row_runners(world: BenchWorld, args: argparse.Namespace) -> dict[str, Calla
     return {
         "bulk": lambda: bulk_rows(world, sizes, int(args.smtp_size * MB), args.repetitions),
         "login": lambda: login_rows(world, args.logins),
-        "burst": lambda: burst_rows(world, args.burst, 5.0, 60.0, imaps),
+        "burst": lambda: burst_rows(world, args.burst, 5.0, 30.0, imaps),
         "crowd": lambda: crowd_rows(world, args.crowd, args.crowd_ramp, args.idle),
         "stall": lambda: stall_rows(world, max(sizes), args.stall),
         "storm": lambda: storm_rows(world, args.storm, 60.0),

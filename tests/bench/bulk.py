@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import defaultdict
@@ -104,7 +105,7 @@ def _imap_round(world: BenchWorld, target: Target, kinds: list[tuple[str, int]],
         uids = wire.imap_uids_by_size(conn)
         for kind in kinds:
             uid = _closest(uids, kind[1])
-            _timed(target, results[kind], kind[1], lambda uid=uid: wire.imap_fetch(conn, uid))
+            _timed(target, results[kind], kind[1], functools.partial(wire.imap_fetch, conn, uid))
         wire.imap_logout(conn)
     except Exception as e:  # one failing target must not lose the others' figures
         for kind in kinds:
@@ -118,7 +119,7 @@ def _pop3_round(target: Target, kinds: list[tuple[str, int]],
         numbers = wire.pop3_numbers_by_size(conn)
         for kind in kinds:
             number = _closest(numbers, kind[1])
-            _timed(target, results[kind], kind[1], lambda n=number: wire.pop3_retr(conn, n))
+            _timed(target, results[kind], kind[1], functools.partial(wire.pop3_retr, conn, number))
         wire.pop3_quit(conn)
     except Exception as e:
         for kind in kinds:
@@ -185,7 +186,8 @@ STALL_READ_FIRST = 1 * MB
 
 
 def stall_rows(world: BenchWorld, size: int, seconds: float) -> list[Row]:
-    growth = Row(f"stall: reader stops {seconds:g} s into a FETCH of {size / MB:g} MB: RSS growth, MB")
+    growth = Row(f"stall: reader stops {STALL_READ_FIRST / MB:g} MB into a FETCH of {size / MB:g} MB "
+                 f"for {seconds:g} s: RSS growth, MB")
     cpu = Row(f"stall: CPU s of the proxy while the reader waits {seconds:g} s")
     for target in world.targets[1:]:
         try:

@@ -4,6 +4,7 @@ a crowd of idle sessions, and a storm of logins on an expired token."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -56,10 +57,9 @@ async def _logout(streams: Streams) -> None:
 async def _close(streams: Streams) -> None:
     writer = streams[1]
     writer.close()
-    try:
+    # Gone already, or a TLS close the server never answered: either way it is closed here.
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
         await asyncio.wait_for(writer.wait_closed(), 5)
-    except (OSError, asyncio.TimeoutError):
-        pass  # gone already, or a TLS close the server never answered
 
 
 def _describe(errors: Counter[str]) -> str:

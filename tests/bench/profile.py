@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+# Frames on nearly every sample (the module, the CLI, the reactor loop) say nothing.
+TRUNK = 0.9
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -41,9 +43,9 @@ def _frame_name(frame: str) -> str:
     if match is None:
         return frame.strip()
     path = match.group("file")
-    for marker in ("site-packages/", "/proxy/", "/lib/python3."):
+    for marker, keep in (("site-packages/", ""), ("/proxy/", "proxy/"), ("/lib/python3.", "")):
         if marker in path:
-            path = path.split(marker, 1)[1]
+            path = keep + path.split(marker, 1)[1]
             break
     return f"{match.group('function')} ({path})"
 
@@ -72,6 +74,7 @@ def summary(path: Path, top: int = 12) -> str:
         return f"{path.name}: no samples"
     lines = [f"{path.stem}: {total} samples of active CPU (200/s)", "  self time:"]
     lines += [f"    {n / total:6.1%}  {name}" for name, n in leaves.most_common(top)]
-    lines.append("  on the stack:")
-    lines += [f"    {n / total:6.1%}  {name}" for name, n in inclusive.most_common(top * 2)]
+    lines.append("  on the stack (below the reactor's main loop):")
+    branches = [(name, n) for name, n in inclusive.most_common() if n < TRUNK * total]
+    lines += [f"    {n / total:6.1%}  {name}" for name, n in branches[: top * 2]]
     return "\n".join(lines)

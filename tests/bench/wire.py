@@ -9,8 +9,10 @@ reused buffer and dropped, so the client itself copies as little as it can.
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 READ_SIZE = 1 << 18
@@ -91,6 +93,16 @@ class Conn:
         return before + found
 
 
+@contextlib.contextmanager
+def closed_on_failure(conn: Conn) -> Iterator[None]:
+    """A login that fails leaves no connection behind."""
+    try:
+        yield
+    except BaseException:
+        conn.close()
+        raise
+
+
 # -- IMAP --
 
 def _imap_until_tagged(conn: Conn, tag: bytes) -> bytes:
@@ -111,7 +123,7 @@ def imap_quote(text: str) -> bytes:
 
 def imap_login(access: Access, timeout: float = 120) -> Conn:
     conn = Conn(access.port, access.tls, timeout)
-    try:
+    with closed_on_failure(conn):
         greeting = conn.line()
         if not greeting.startswith(b"* OK"):
             raise ServerSaidNo(greeting.decode("utf-8", "replace"))
@@ -120,9 +132,6 @@ def imap_login(access: Access, timeout: float = 120) -> Conn:
         else:
             conn.send(b"a LOGIN " + imap_quote(access.user) + b" " + imap_quote(access.password) + b"\r\n")
         _imap_until_tagged(conn, b"a")
-    except BaseException:
-        conn.close()
-        raise
     return conn
 
 
@@ -183,7 +192,7 @@ def _pop3_ok(conn: Conn) -> bytes:
 
 def pop3_login(access: Access, timeout: float = 120) -> Conn:
     conn = Conn(access.port, access.tls, timeout)
-    try:
+    with closed_on_failure(conn):
         _pop3_ok(conn)
         if access.direct:
             conn.send(b"AUTH XOAUTH2 " + access.xoauth2 + b"\r\n")
@@ -192,9 +201,6 @@ def pop3_login(access: Access, timeout: float = 120) -> Conn:
             _pop3_ok(conn)
             conn.send(b"PASS " + access.password.encode() + b"\r\n")
         _pop3_ok(conn)
-    except BaseException:
-        conn.close()
-        raise
     return conn
 
 
@@ -240,7 +246,7 @@ def _smtp_reply(conn: Conn, expected: bytes) -> bytes:
 
 def smtp_login(access: Access, timeout: float = 120) -> Conn:
     conn = Conn(access.port, None, timeout)
-    try:
+    with closed_on_failure(conn):
         _smtp_reply(conn, b"220")
         conn.send(b"EHLO bench.example\r\n")
         _smtp_reply(conn, b"250")
@@ -255,9 +261,6 @@ def smtp_login(access: Access, timeout: float = 120) -> Conn:
             plain = base64.b64encode(f"\0{access.user}\0{access.password}".encode())
             conn.send(b"AUTH PLAIN " + plain + b"\r\n")
         _smtp_reply(conn, b"235")
-    except BaseException:
-        conn.close()
-        raise
     return conn
 
 

@@ -67,6 +67,16 @@ class BenchWorld:
         return next(t for t in self.targets if t.name == name)
 
 
+def _proxied(name: str, ports: dict[str, int], process: ProxyProcess | Subprocess) -> Target:
+    """A proxy with listeners at `ports`: "imap", "pop3", "smtp" to Dovecot, "light" to the
+    light upstream; devices log in with the local password."""
+    def access(port: str, user: str = ALICE) -> Access:
+        return Access(ports[port], user, PASSWORD)
+
+    return Target(name, access("imap"), access("pop3"), access("smtp"), light=access("light"),
+                  storm=access("light", STORM), process=process)
+
+
 def _proxy_config(workdir: Path, dovecot: Dovecot, light: LightImap, entra: FakeEntra,
                   ports: dict[str, int]) -> str:
     ca = dovecot.ca.cert_path
@@ -96,15 +106,7 @@ def _start_this_proxy(workdir: Path, dovecot: Dovecot, light: LightImap, entra: 
     entra.access_token_lifetime = 3600
     stack.callback(proxy.stop)
     proxy.start(*ports.values())
-    return Target(
-        THIS_PROXY,
-        imap=Access(ports["imap"], ALICE, PASSWORD),
-        pop3=Access(ports["pop3"], ALICE, PASSWORD),
-        smtp=Access(ports["smtp"], ALICE, PASSWORD),
-        light=Access(ports["light"], ALICE, PASSWORD),
-        storm=Access(ports["light"], STORM, PASSWORD),
-        process=proxy,
-    )
+    return _proxied(THIS_PROXY, ports, proxy)
 
 
 def _start_emailproxy(executable: Path, workdir: Path, dovecot: Dovecot, light: LightImap,
@@ -122,24 +124,15 @@ def _start_emailproxy(executable: Path, workdir: Path, dovecot: Dovecot, light: 
                             dovecot.ca.cert_path)
     stack.callback(emailproxy.stop)
     emailproxy.start(*ports.values())
-    return Target(
-        EMAILPROXY,
-        imap=Access(ports["imap"], ALICE, PASSWORD),
-        pop3=Access(ports["pop3"], ALICE, PASSWORD),
-        smtp=Access(ports["smtp"], ALICE, PASSWORD),
-        light=Access(ports["light"], ALICE, PASSWORD),
-        storm=Access(ports["light"], STORM, PASSWORD),
-        process=emailproxy,
-    )
+    return _proxied(EMAILPROXY, ports, emailproxy)
 
 
 def _direct(dovecot: Dovecot) -> Target:
     tls = dovecot_tls(dovecot)
     token = xoauth2(ALICE, dovecot.token(ALICE, lifetime=24 * 3600))
-    access = {name: Access(port, ALICE, xoauth2=token, tls=tls) for name, port in
-              (("imap", dovecot.imaps_port), ("pop3", dovecot.pop3s_port),
-               ("smtp", dovecot.submission_port))}
-    return Target(DIRECT, **access)
+    imap, pop3, smtp = (Access(port, ALICE, xoauth2=token, tls=tls) for port in
+                        (dovecot.imaps_port, dovecot.pop3s_port, dovecot.submission_port))
+    return Target(DIRECT, imap, pop3, smtp)
 
 
 def dovecot_tls(dovecot: Dovecot) -> ssl.SSLContext:
