@@ -103,11 +103,13 @@ def main() -> None:
           f"(load {load_before})", file=sys.stderr, flush=True)
     rows: list[Row] = []
     profiles: list[str] = []
+    row_loads: list[str] = []  # the 1-minute load as each row started: was the machine busy?
     with tempfile.TemporaryDirectory(prefix="xoauth2-bench-") as tmp, \
             bench_world(Path(tmp), emailproxy, messages) as world:
         columns = [target.name for target in world.targets]
         runners = _row_runners(world, args)
         for name in chosen:
+            row_loads.append(f"{name} {load_average().split()[0]}")
             print(f"benchmark: {name} ({time.monotonic() - started:.0f} s in)", file=sys.stderr, flush=True)
             output = (args.profile / f"{name}.txt") if args.profile else Path(os.devnull)
             try:
@@ -126,6 +128,7 @@ def main() -> None:
     print(f"Command: {command}")
     print(f"Load average (1, 5, 15 min): {load_before} before, {load_after} after; "
           f"took {time.monotonic() - started:.0f} s")
+    print(f"Load (1 min) as each row started: {', '.join(row_loads)}")
     for note in notes:
         print(f"Note: {note}")
     for profile in profiles:

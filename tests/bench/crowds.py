@@ -100,11 +100,17 @@ async def _burst(access: wire.Access, count: int, patience: float) -> tuple[list
     return greetings, len(outcomes), errors
 
 
+# When to count upstream connections after a burst: once the clients are gone, and again once
+# an upstream login still pending then (upstream_timeout_seconds, 30 by default) has timed out.
+LEFT_CHECKS = (5.0, 30.0)
+
+
 def burst_rows(world: BenchWorld, count: int, window: float, patience: float,
                upstream_port: int) -> list[Row]:
     greeted = Row(f"burst: {count} simultaneous connects, greeted within {window:g} s (later; slowest s)")
     logins = Row(f"burst: of those, logged in and out within {patience:g} s")
-    left = Row("burst: connections left open upstream 5 s after the clients closed")
+    left = Row(f"burst: the proxy's connections still open upstream {LEFT_CHECKS[0]:g} s / "
+               f"{sum(LEFT_CHECKS):g} s after the clients closed")
     for target in world.targets:
         try:
             times, done, errors = asyncio.run(_burst(target.imap, count, patience))
@@ -114,8 +120,11 @@ def burst_rows(world: BenchWorld, count: int, window: float, patience: float,
             logins.cells[target.name] = f"{done}" + (f" [{_describe(errors)}]" if errors else "")
             pid = target.pid()
             if pid is not None:
-                time.sleep(5)
-                left.cells[target.name] = str(connections_to(pid, upstream_port))
+                counts = []
+                for wait in LEFT_CHECKS:
+                    time.sleep(wait)
+                    counts.append(str(connections_to(pid, upstream_port)))
+                left.cells[target.name] = " / ".join(counts)
         except Exception as e:
             greeted.cells[target.name] = failed(e)
     return [greeted, logins, left]
