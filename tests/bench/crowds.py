@@ -67,7 +67,7 @@ def _describe(errors: Counter[str]) -> str:
 
 
 def _error_text(error: BaseException) -> str:
-    return " ".join(str(error).split())[:80] or type(error).__name__
+    return " ".join(str(error).split())[:70] or type(error).__name__
 
 
 async def _gather(count: int, client: Callable[[], Awaitable[object]]) -> tuple[list[object], Counter[str]]:
