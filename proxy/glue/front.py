@@ -23,9 +23,11 @@ from zope.interface import implementer
 from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, StartTLS
 from ..config import Limits, ListenerConfig, Network
 from ..errors import ProxyError, TemporaryFailure
+from . import descriptors
 from .gateway import Gateway
 from .sessions import OpenSessions
 from .signed_in import ClientReader, SignedIn
+from .tcp_options import send_without_delay
 from .transport import StreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
@@ -47,11 +49,18 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.signed_in: SignedIn | None = None
         self.reader: ClientReader | None = None  # takes the client's stream after login
         self.closed = False
+        self.refused = False  # out of file descriptors: told to come back later
         self._started = self.clock.seconds()
         self._pending_login: defer.Deferred[SignedIn] | None = None
         self._timeout: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
+        send_without_delay(self.transport)
+        if not descriptors.BUDGET.has_room(self.transport):
+            self.closed = self.refused = True  # logged once by the budget, not per connection
+            self.stream.write(self.factory.busy_answer)
+            self.stream.loseConnection()
+            return
         log.info("{label} connected", **self._about("connected"))
         # A device that connects and never logs in must not hold a connection slot for ever.
         self._timeout = self.clock.callLater(
@@ -80,7 +89,7 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._cancel_timeout()
         if self.reader is not None:
             self.reader.client_lost()
-        else:
+        elif not self.refused:
             log.info("{label} closed before login ({seconds:.1f} s)",
                      seconds=self.clock.seconds() - self._started, **self._about("closed"))
 
