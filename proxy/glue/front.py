@@ -3,6 +3,7 @@ gateway when the session asks, then hands the rest of its stream to the signed-i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -281,6 +282,7 @@ def address_within(host: str | None, networks: tuple[Network, ...]) -> bool:
     return address is not None and any(address in network for network in networks)
 
 
+@functools.lru_cache(maxsize=4096)  # parsed at every connection, twice; devices reconnect
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address((host or "").split("%", 1)[0])

@@ -47,6 +47,7 @@ class ResumingTLS:
         self.hostname = hostname
         self._options = client_tls_options(hostname, ca)
         self._session: SSL.Session | None = None
+        self._passed: tuple[str, bytes] | None = None  # (name, certificate) last checked good
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         connection: SSL.Connection = self._options.clientConnectionForTLS(tlsProtocol)
@@ -57,12 +58,17 @@ class ResumingTLS:
     def check_peer(self, connection: SSL.Connection) -> None:
         """Raises VerificationError (or CertificateError) unless the certificate the connection
         holds, sent now or resumed, names the host."""
+        certificate = connection.get_peer_certificate(as_cryptography=True)
+        checked = (self.hostname, certificate.public_bytes(Encoding.DER) if certificate else b"")
+        if checked == self._passed:
+            return  # the same certificate for the same name: the same answer, without parsing
         try:
             ipaddress.ip_address(self.hostname)
         except ValueError:
             verify_hostname(connection, self.hostname)
         else:
             verify_ip_address(connection, self.hostname)
+        self._passed = checked
 
     def remember(self, connection: SSL.Connection) -> None:
         """Keep the session of a connection whose login succeeded, to offer it next time. Call
