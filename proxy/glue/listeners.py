@@ -14,6 +14,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from ..config import Config, Limits, ListenerConfig
 from ..config.changes import ListenerSpec
+from ..metrics import ProxyMetrics
 from ..protocols import cores_for
 from ..throttle import LoginThrottle, ThrottleSettings
 from ..tokens.broker import TokenBroker
@@ -54,17 +55,21 @@ def build_factory(
     broker: TokenBroker,
     throttle: LoginThrottle,
     sessions: OpenSessions,
+    metrics: ProxyMetrics,
 ) -> IProtocolFactory:
     """The factory for the listener's new connections; logs what an administrator must know
     about its TLS."""
     _log_security(listener, tls)
     target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
     cores = cores_for(listener.protocol, target.implicit_tls)
-    gateway = Gateway(reactor, broker, upstream_sign_in(reactor, target, cores.make_login), throttle)
+    sign_in = upstream_sign_in(reactor, target, cores.make_login,
+                               metrics.upstream_timing(listener.name))
+    gateway = Gateway(reactor, broker, sign_in, throttle)
     front = FrontFactory(
         listener, cores.make_session, gateway, reactor, config.limits, cores.busy,
-        tls.options if tls and listener.tls == "starttls" else None, sessions,
+        tls.options if tls and listener.tls == "starttls" else None, sessions, metrics,
     )
+    metrics.listener_started(listener.name)
     if tls and listener.tls == "implicit":
         return TLSMemoryBIOFactory(tls.options, False, front)
     return front
