@@ -2,10 +2,12 @@
 
 from .model import (
     APP_ONLY_SCOPE,
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_AUTHORITY,
     DELEGATED_SCOPES,
     LOOPBACK_NETWORKS,
     AccountConfig,
+    AdminConfig,
     Config,
     Limits,
     ListenerConfig,
@@ -13,10 +15,10 @@ from .model import (
     default_store_path,
     endpoint_parts,
 )
-from .reader import load_config
+from .reader import load_config, parse_config
 
 __all__ = [
-    "APP_ONLY_SCOPE", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES", "LOOPBACK_NETWORKS",
-    "AccountConfig", "Config", "Limits", "ListenerConfig", "default_config_path",
-    "default_store_path", "endpoint_parts", "load_config",
+    "APP_ONLY_SCOPE", "DEFAULT_ADMIN_LISTEN", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES",
+    "LOOPBACK_NETWORKS", "AccountConfig", "AdminConfig", "Config", "Limits", "ListenerConfig",
+    "default_config_path", "default_store_path", "endpoint_parts", "load_config", "parse_config",
 ]

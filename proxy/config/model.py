@@ -29,6 +29,8 @@ DELEGATED_SCOPES = {
 }
 APP_ONLY_SCOPE = "https://outlook.office365.com/.default"
 LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+ADMIN_PORT = 8025
+DEFAULT_ADMIN_LISTEN = f"tcp:{ADMIN_PORT}:interface=127.0.0.1"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -105,12 +107,25 @@ LIMITS_ALLOWING_ZERO = frozenset({"shutdown_grace_seconds"})
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """[admin]: the admin page, /metrics and /healthz. Read at start; a reload keeps them."""
+
+    listen: str = DEFAULT_ADMIN_LISTEN
+    token_file: Path | None = None  # None: a random token, printed at start in the page address
+
+    @property
+    def loopback_only(self) -> bool:
+        return _is_loopback_listen(self.listen)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     store_path: Path
     listeners: tuple[ListenerConfig, ...]
     accounts: dict[str, AccountConfig]
     limits: Limits = Limits()
+    admin: AdminConfig | None = None
 
     def account(self, username: str) -> AccountConfig:
         try:

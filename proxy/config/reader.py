@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from ..errors import ConfigError
 from .model import (
     APP_ONLY_SCOPE,
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_AUTHORITY,
     DELEGATED_SCOPES,
     FLOWS,
@@ -24,6 +25,7 @@ from .model import (
     TLS_MODES,
     TLS_VERSIONS,
     AccountConfig,
+    AdminConfig,
     Config,
     Limits,
     ListenerConfig,
@@ -40,13 +42,23 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 def load_config(path: Path) -> Config:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file; write one (see README) or pass --config PATH"
         ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({e.reason})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """The configuration `text` would be as the file `path` (relative paths start from its
+    folder), with the same checks and messages as load_config."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return _Reader(path).config(data)
@@ -66,10 +78,7 @@ class _Reader:
         return ConfigError(f"{self.path}: {where}: {message}")
 
     def config(self, data: dict[str, Any]) -> Config:
-        if "admin" in data:
-            raise self.fail("[admin]", "the admin page is not part of this version of "
-                            "xoauth2-proxy; remove the [admin] table")
-        self.check_keys("top level", data, {"store", "listener", "account", "limits"})
+        self.check_keys("top level", data, {"store", "listener", "account", "limits", "admin"})
         store = self.table(data, "store", "[store]")
         self.check_keys("[store]", store, {"path"})
         store_path = self.optional(store, "path", "[store]", self.as_path) or default_store_path()
@@ -89,7 +98,20 @@ class _Reader:
             if key in accounts:
                 raise self.fail(f"[[account]] #{i}", f"username {account.username!r} appears twice")
             accounts[key] = account
-        return Config(self.path, store_path, listeners, accounts, self.limits(data))
+        return Config(self.path, store_path, listeners, accounts, self.limits(data),
+                      self.admin(data))
+
+    def admin(self, data: dict[str, Any]) -> AdminConfig | None:
+        if "admin" not in data:
+            return None
+        table = self.table(data, "admin", "[admin]")
+        self.check_keys("[admin]", table, {"listen", "token_file"})
+        listen = self.optional(table, "listen", "[admin]", self.as_str) or DEFAULT_ADMIN_LISTEN
+        token_file = self.optional(table, "token_file", "[admin]", self.as_path)
+        if token_file is not None and not token_file.is_file():
+            raise self.fail("[admin]", f"token_file {token_file} does not exist")
+        # ssl:PORT:privateKey=...: HTTPS for a page reached across a network.
+        return AdminConfig(self.server_endpoint("[admin]", listen, allow_ssl=True), token_file)
 
     def limits(self, data: dict[str, Any]) -> Limits:
         table = self.table(data, "limits", "[limits]")
@@ -260,11 +282,11 @@ class _Reader:
         except ValueError as e:
             raise ConfigError(f"{self.path}: {where}: {e}") from None
 
-    def server_endpoint(self, where: str, listen: str) -> str:
+    def server_endpoint(self, where: str, listen: str, allow_ssl: bool = False) -> str:
         from twisted.internet import reactor
         from twisted.internet.endpoints import serverFromString
 
-        if listen.startswith("ssl:"):
+        if listen.startswith("ssl:") and not allow_ssl:
             raise self.fail(where, f'listen = {listen!r}: use tcp: with tls = "implicit" (and '
                             "tls_cert, or a generated certificate) for TLS from the first byte")
         listen = _default_interface(listen)
@@ -305,7 +327,7 @@ class _Reader:
 def _default_interface(listen: str) -> str:
     """A tcp listener without interface= would bind every address; bind loopback instead."""
     kind, _, _ = listen.partition(":")
-    if kind in ("tcp", "tcp6") and "interface=" not in listen:
+    if kind in ("tcp", "tcp6", "ssl") and "interface=" not in listen:
         # Colons in an endpoint string's value are escaped with a backslash.
         return listen + ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")
     return listen
