@@ -9,11 +9,13 @@ from typing import TextIO
 
 import requests
 
+from ..account_state import local_time
 from ..config import AccountConfig, Config
 from ..entra.answers import TokenSet
 from ..entra.client import EntraClient
 from ..errors import WrongPassword
-from ..store import AccountMeta, Secrets, Store
+from ..store import AccountMeta, Store
+from ..tokens.authorisation import store_authorisation
 from . import EXIT_FAILED, EXIT_OK
 from .passwords import PasswordSource
 
@@ -26,10 +28,7 @@ def account_add(
     password = ask(f"New local password for {account.username}: ", True)
     client = EntraClient(account, requests.Session())
     tokens = _authorise(client, account, no_browser)
-    key = store.new_key(password)
-    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
-    secrets = Secrets(tokens.refresh_token, tokens.access_token, tokens.expires_at)
-    store.save(account.username, key, secrets, meta)
+    store_authorisation(store, account, store.new_key(password), tokens)
     print(f"{account.username}: authorised ({account.flow}); credentials stored encrypted in "
           f"{store.location(account.username)}")
     print(f"Legacy clients log in as {account.username} with the local password just set.")
@@ -99,7 +98,3 @@ def _describe(meta: AccountMeta | None) -> tuple[str, str]:
     else:
         token = "valid until " + local_time(expires)
     return state, token
-
-
-def local_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
