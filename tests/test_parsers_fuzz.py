@@ -107,3 +107,14 @@ def test_server_quoting_the_token_does_not_put_it_in_the_error(protocol: str) ->
     assert fuzz.XOAUTH2 in run.sent[-1]
     run.feed(refusal + run.sent[-1] + b"\r\n")
     assert run.outcome is not None
+
+
+def test_admin_parser_inputs_reach_accepted_values() -> None:
+    """The admin parsers' fuzz inputs are not all refused: forms with fields, found cookies and
+    tokens come out, so the invariants are checked on what the page would use."""
+    rng = random.Random(2025)
+    inputs = [rng.randbytes(rng.randrange(300)) for _ in range(2000)]
+    forms = [fuzz.run_admin_form(data) for data in inputs]
+    assert sum(bool(form) for form in forms) > 40
+    assert sum(fuzz.run_admin_cookie(data) is not None for data in inputs) > 50
+    assert sum(fuzz.run_admin_token(data) is not None for data in inputs) > 50
