@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs first.
 #   - Python packages: into .venv (created here), the project with its [test] extra.
-#   - As root with apt-get: Dovecot and the real mail clients from Debian's packages, and
-#     systemd for `systemd-analyze verify` of contrib/xoauth2-proxy.service.
+#   - As root with apt-get: Dovecot and the real mail clients from Debian's packages,
+#     systemd for `systemd-analyze verify` of contrib/xoauth2-proxy.service, and chromium with
+#     chromium-driver for the admin page's browser tests.
 # Arguments go to pytest, e.g. `tests/run.sh -k imap -x`.
 # XOAUTH2_PROXY_REQUIRE_INTEGRATION=1 turns every skipped test into a failure (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-submissiond
-                 curl fetchmail s-nail msmtp openssl iproute2 systemd)
+                 curl fetchmail s-nail msmtp openssl iproute2 systemd chromium chromium-driver)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()

@@ -17,6 +17,9 @@ class FormError(ValueError):
 
 
 def parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
+    """The fields of a POST body; an empty body is an empty form, whatever its type."""
+    if not body:
+        return {}
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != FORM_TYPE:
         raise FormError(f"expected a form ({FORM_TYPE})")
