@@ -15,7 +15,8 @@ RUN groupadd --system --gid 10025 xoauth2-proxy \
 
 COPY pyproject.toml README.md /src/
 COPY proxy /src/proxy
-RUN pip install --no-cache-dir /src && rm -rf /src
+# [postgresql]: psycopg for several instances sharing one database (contrib/several-instances).
+RUN pip install --no-cache-dir '/src[postgresql]' && rm -rf /src
 
 # Numeric, so that Kubernetes' runAsNonRoot can check it.
 USER 10025:10025

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .config import AccountConfig
+from .resources import NAMES, OUTLOOK, resources_in
 from .store.record import AccountMeta
 
 
@@ -35,7 +35,7 @@ class AccountState:
 
 @dataclass(frozen=True)
 class ResourceToken:
-    resource: str  # the host of the scopes' resource, e.g. "outlook.office.com"
+    resource: str  # its name, e.g. "Exchange Online (IMAP, POP3, SMTP)"
     expires_at: float | None  # of the access token held for it, None when there is none
 
 
@@ -58,13 +58,12 @@ def describe_account(
 
 
 def tokens_by_resource(account: AccountConfig, meta: AccountMeta | None) -> tuple[ResourceToken, ...]:
-    """One entry per resource the account's scopes name; the stored access token is for the
-    first one (the resource its logins ask for)."""
-    resources = list(dict.fromkeys(
-        urlsplit(scope).netloc for scope in account.scopes if "://" in scope))
+    """One entry per resource the account's scopes name (Exchange Online, Microsoft Graph).
+    The readable meta keeps the first expiry of the account's access tokens, not one per
+    resource: each entry shows it (None when no token is stored)."""
     expires = meta.access_expires_at if meta is not None else None
-    return tuple(ResourceToken(resource, expires if i == 0 else None)
-                 for i, resource in enumerate(resources))
+    return tuple(ResourceToken(NAMES[resource], expires)
+                 for resource in resources_in(account.scopes) or (OUTLOOK,))
 
 
 def local_time(epoch: float) -> str:

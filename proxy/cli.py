@@ -15,7 +15,7 @@ from .config import Config, default_config_path, load_config
 from .config.model import CONFIG_ENV
 from .errors import ConfigError, ProxyError, UsageError
 from .logs import FORMATS, start_logging
-from .store import open_store
+from .store import Store, open_store
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("user")
     check.add_argument("--password-stdin", action="store_true",
                        help="read the local password from the first line of standard input")
+    store = commands.add_parser("store", help="the credential store as a whole")
+    store_actions = store.add_subparsers(dest="action", metavar="ACTION", required=True)
+    copy = store_actions.add_parser(
+        "copy", help="copy every account, still encrypted, between the files under [store] "
+        "path and the database of [store] dsn")
+    copy.add_argument("--to", choices=("postgresql", "files"), required=True,
+                      help="where the accounts go (they come from the other one)")
     demo = commands.add_parser("demo", help="a self-contained local demonstration "
                                "(no Microsoft account needed)")
     demo.add_argument("--self-test", action="store_true",
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
     # The self-test's check lines say what happened; the log adds only warnings and errors.
-    quiet = args.command in ("account", "reload", "health") or (
+    quiet = args.command in ("account", "store", "reload", "health") or (
         args.command == "demo" and args.self_test)
     start_logging(verbose=args.verbose, quiet=quiet, log_format=args.log_format)
     try:
@@ -111,7 +118,18 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         from .commands.health import check_health
 
         return check_health(config, sys.stdout)
+    if args.command == "store":
+        from .commands.store_copy import store_copy
+
+        return store_copy(config, args.to, sys.stdout)
     store = open_store(config)
+    try:
+        return _account_action(args, config, store)
+    finally:
+        store.close()
+
+
+def _account_action(args: argparse.Namespace, config: Config, store: Store) -> int:
     if args.action == "list":
         return accounts.account_list(config, store, sys.stdout)
     account = config.account(args.user)

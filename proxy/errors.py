@@ -73,6 +73,12 @@ class TokenRequestRefused(TemporaryFailure):
     """Microsoft's sign-in service refused the request; the administrator must check the account."""
 
 
+class ConsentMissing(TokenRequestRefused):
+    """Nobody consented to the app's permissions for this service (AADSTS65001): an account that
+    serves a second service (Microsoft Graph besides Exchange) needs consent for both. The
+    stored sign-in is still good for the first; account add asks for the missing consent."""
+
+
 class UpstreamUnavailable(TemporaryFailure):
     """The mail server could not be reached; try again later."""
 
@@ -102,6 +108,10 @@ class StoreFileInvalid(ProxyError):
     def __init__(self, path: object, problem: str, advice: str) -> None:
         self.path = path
         super().__init__(f"{path}: {problem}. {advice}")
+
+
+class StoreUnavailable(TemporaryFailure):
+    """The account database could not be reached; try again later."""
 
 
 class StaleKey(WrongPassword):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar, cast
 
 from .actions import Close, FrontAction, LoggedIn, Login, Phase, Relay, Send, StartTLS
 from .errors import FailureKind, ProxyError, WrongPassword
@@ -33,6 +33,7 @@ from .lines import LineTooLong
 from .sasl import Cancelled, Challenge, Credentials, SaslExchange, SaslStep
 
 CommandT = TypeVar("CommandT")
+ActionT = TypeVar("ActionT")
 Actions = list[FrontAction]
 
 
@@ -240,14 +241,14 @@ class PreLoginSession(ABC, Generic[CommandT]):
         """Drop what the client said before TLS (RFC 3207 4.2 and its kin)."""
 
 
-def joined(actions: Iterable[FrontAction]) -> Actions:
+def joined(actions: Iterable[ActionT]) -> list[ActionT]:
     """Adjacent Sends as one (one write per batch of pipelined answers); their notes joined."""
-    result: Actions = []
+    result: list[ActionT] = []
     for action in actions:
         previous = result[-1] if result else None
         if isinstance(action, Send) and isinstance(previous, Send):
             note = "; ".join(n for n in (previous.note, action.note) if n)
-            result[-1] = Send(previous.data + action.data, note)
+            result[-1] = cast(ActionT, Send(previous.data + action.data, note))
         else:
             result.append(action)
     return result

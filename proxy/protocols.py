@@ -25,6 +25,7 @@ class ProtocolCores:
 IMAP_BUSY = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
 POP3_BUSY = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
 SMTP_BUSY = b"421 4.7.0 Too many connections, try again later\r\n"
+BUSY = {"imap": IMAP_BUSY, "pop3": POP3_BUSY, "smtp": SMTP_BUSY}
 
 
 def cores_for(protocol: str, upstream_implicit_tls: bool) -> ProtocolCores:

@@ -8,6 +8,7 @@ from collections.abc import Generator
 import pytest
 
 from tests.support.dovecot import dovecot_server  # noqa: F401  (a fixture)
+from tests.support.postgres import postgres_server  # noqa: F401  (a fixture)
 
 STRICT = os.environ.get("XOAUTH2_PROXY_REQUIRE_INTEGRATION") == "1"
 

@@ -1,4 +1,6 @@
-"""Fuzzing the pre-login parsers (IMAP, POP3, SMTP front sessions) and the upstream login cores.
+"""Fuzzing the pre-login parsers (IMAP, POP3, SMTP front sessions), the upstream login cores,
+the SMTP receiving core of Graph listeners (its targets and rules: tests/fuzz_receiving.py) and
+the PROXY header glue of listeners behind a load balancer (rules in tests/fuzz_balancer.py).
 
     .venv/bin/python -m tests.fuzz --seconds 60              # every target, until time is up
     .venv/bin/python -m tests.fuzz --seconds 600 --target imap-literals
@@ -91,6 +93,7 @@ with _instrumented_imports():
     from proxy.smtp.upstream import SmtpUpstreamLogin
     from proxy.web.auth import SESSION_ID, TOKEN_CHARACTERS, bearer_token, cookie_value
     from proxy.web.forms import MAX_FIELDS, MAX_VALUE, FormError, parse_form, parse_query
+    from tests.fuzz_balancer import run_balancer
     from tests.support.playbook import b64
 
 SLOW_INPUT = 2.0  # seconds; a parser taking longer on a few KB is hanging
@@ -665,7 +668,7 @@ def run_admin_form(data: bytes) -> dict[str, str] | None:
                   if as_body else parse_query(b"/?" + body))
     except FormError:
         return None
-    require(urlencoded or not as_body, "a body of another media type was taken as a form")
+    require(urlencoded or not as_body or not body, "a body of another media type was taken as a form")
     require(len(fields) <= MAX_FIELDS, "too many fields", len(fields))
     for name, value in fields.items():
         require(isinstance(name, str) and isinstance(value, str), "not text", name, value)
@@ -713,7 +716,10 @@ def run_admin_token(data: bytes) -> str | None:
 
 def targets() -> dict[str, Callable[[bytes], object]]:
     """The fuzz targets, by name."""
+    from tests import fuzz_receiving  # it builds on this module's helpers
+
     return {
+        **fuzz_receiving.targets(),
         "imap-front": lambda data: run_front("imap", data),
         "pop3-front": lambda data: run_front("pop3", data),
         "smtp-front": lambda data: run_front("smtp", data),
@@ -724,6 +730,7 @@ def targets() -> dict[str, Callable[[bytes], object]]:
         "admin-form": run_admin_form,
         "admin-cookie": run_admin_cookie,
         "admin-token": run_admin_token,
+        "proxy-header": run_balancer,
     }
 
 

@@ -68,6 +68,19 @@ def test_a_new_store_path_cannot_be_reloaded(tmp_path: Path) -> None:
     assert why is not None and "restart" in why and "/elsewhere" in why
 
 
+def test_a_new_store_backend_or_database_cannot_be_reloaded(tmp_path: Path) -> None:
+    """Moving to PostgreSQL, or to another database, needs a restart; the refusal never
+    quotes the DSN, which may hold a password."""
+    old = _config(tmp_path, LISTENER)
+    database = '[store]\nbackend = "postgresql"\ndsn = "postgresql://u:s3cret@db/x"\n'
+    moved = _config(tmp_path, database + LISTENER)
+    why = store_change(old, moved)
+    assert why is not None and "restart" in why and "s3cret" not in why
+    other = _config(tmp_path, database.replace("db/x", "db/y") + LISTENER)
+    assert store_change(moved, other) is not None
+    assert store_change(moved, _config(tmp_path, database + LISTENER)) is None
+
+
 def test_shutdown_grace_defaults_to_10_and_may_be_0(tmp_path: Path) -> None:
     """[limits] shutdown_grace_seconds is 10 by default, 0 stops at once, below 0 is an error."""
     assert _config(tmp_path, LISTENER).limits.shutdown_grace_seconds == 10

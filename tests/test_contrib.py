@@ -13,8 +13,10 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+import yaml
 
 from proxy.config import Limits, load_config
+from tests.support.haproxy import check_config, haproxy_available
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRIB = ROOT / "contrib"
@@ -37,6 +39,7 @@ def test_example_config_loads() -> None:
 
 @pytest.mark.parametrize(("name", "protocols"), [
     ("printer-smtp.toml", {"smtp"}),
+    ("printer-graph.toml", {"smtp"}),
     ("pop3-client.toml", {"pop3", "smtp"}),
     ("imap-mail-programs.toml", {"imap", "smtp"}),
 ])
@@ -129,3 +132,54 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
     assert 'HEALTHCHECK' in (ROOT / "Dockerfile").read_text()
     assert 'CMD ["xoauth2-proxy", "health"]' in (ROOT / "Dockerfile").read_text()
+
+
+SEVERAL = ROOT / "contrib" / "several-instances"
+
+
+def test_compose_runs_two_proxies_postgresql_and_haproxy() -> None:
+    """The compose file parses and has two proxies on one database behind HAProxy, whose
+    address is the one the proxies' config accepts PROXY headers from."""
+    compose = yaml.safe_load((SEVERAL / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "proxy1", "proxy2", "haproxy"} <= set(services)
+    assert services["proxy1"]["build"] == services["proxy2"]["build"] == "../.."
+    balancer = services["haproxy"]["networks"]["backend"]["ipv4_address"]
+    config = load_config(SEVERAL / "config.toml")
+    assert config.store_config.backend == "postgresql"
+    for listener in config.listeners:
+        assert listener.behind_balancer
+        assert [str(n) for n in listener.proxy_protocol_from] == [balancer + "/32"]
+
+
+def test_compose_haproxy_config_is_valid_and_sends_proxy_v2() -> None:
+    """`haproxy -c` accepts contrib's haproxy.cfg, and every server gets send-proxy-v2."""
+    text = (SEVERAL / "haproxy.cfg").read_text()
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    assert servers and all("send-proxy-v2" in line for line in servers)
+    reason = haproxy_available()
+    if reason:
+        pytest.skip(reason)
+    checked = check_config(SEVERAL / "haproxy.cfg")
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_kubernetes_example_has_two_replicas_and_the_dsn_from_a_secret(tmp_path: Path) -> None:
+    """The manifests parse: a Deployment of two replicas whose config reads the DSN from the
+    mounted Secret, and a Service in front; the embedded config is valid."""
+    documents = list(yaml.safe_load_all(
+        (ROOT / "contrib" / "kubernetes" / "xoauth2-proxy.yaml").read_text()))
+    kinds = {document["kind"]: document for document in documents}
+    assert {"ConfigMap", "Deployment", "Service"} <= set(kinds)
+    deployment = kinds["Deployment"]["spec"]
+    assert deployment["replicas"] == 2
+    volumes = {v["name"]: v for v in deployment["template"]["spec"]["volumes"]}
+    assert volumes["dsn"]["secret"]["secretName"] == "xoauth2-proxy-dsn"
+    mounts = {m["name"]: m["mountPath"]
+              for m in deployment["template"]["spec"]["containers"][0]["volumeMounts"]}
+    path = tmp_path / "config.toml"
+    path.write_text(kinds["ConfigMap"]["data"]["config.toml"])
+    store = load_config(path).store_config
+    assert store.backend == "postgresql"
+    assert str(store.dsn_file) == mounts["dsn"] + "/dsn"
+    assert kinds["Service"]["spec"]["selector"] == deployment["selector"]["matchLabels"]

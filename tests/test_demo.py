@@ -24,6 +24,8 @@ CHECK_LINES = (
     "ok    SMTP  AUTH LOGIN demo@example.com (235)",
     "ok    SMTP  MAIL FROM, RCPT TO, DATA accepted",
     "ok    SMTP  the demo mail server stored",
+    "ok    SCAN  AUTH LOGIN demo@example.com on the Graph listener",
+    "ok    SCAN  the scan \"Scan from the demo self-test",
     "self-test passed",
 )
 
@@ -41,7 +43,8 @@ def _default_sigint() -> None:
 
 
 def test_self_test_passes_every_check() -> None:
-    """`demo --self-test` drives IMAP, POP3 and SMTP through the proxy and exits 0."""
+    """`demo --self-test` drives IMAP, POP3, SMTP and a scan through Graph via the proxy and
+    exits 0."""
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "demo", "--self-test"],
         capture_output=True, text=True, timeout=60, env=_env(), cwd=ROOT,

@@ -224,7 +224,6 @@ def test_client_credentials_for_graph_carry_roles(fake: FakeEntra) -> None:
 @pytest.mark.parametrize(("endpoint", "form", "code"), [
     ("token", {"grant_type": "client_credentials", "client_secret": SECRET,
                "scope": f"{APP_SCOPE} {GRAPH_APP_SCOPE}"}, 70011),
-    ("devicecode", {"scope": f"{IMAP} {GRAPH_SEND} offline_access"}, 28000),
     ("token", {"grant_type": "refresh_token", "refresh_token": "anything",
                "scope": f"{IMAP} Mail.Send"}, 28000),
 ])
@@ -264,3 +263,42 @@ def test_graph_without_consent_is_refused_until_an_admin_grants_it(fake: FakeEnt
                  admin_consent=(GRAPH_SEND,))
     granted = refresh(fake, tokens["refresh_token"], GRAPH_SEND).json()
     assert claims_of(granted["access_token"])["scp"] == "Mail.Send"
+
+
+def device_code(fake: FakeEntra, scope: str) -> tuple[str, str]:
+    """(device_code, user_code) of a device code request for `scope`."""
+    url = fake.token_url(TENANT).replace("/token", "/devicecode")
+    answer = http.post(url, data={"client_id": APP_ID, "scope": scope}, timeout=2)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["device_code"], answer.json()["user_code"]
+
+
+def poll(fake: FakeEntra, code: str) -> requests.Response:
+    return post_token(fake, {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                             "client_id": APP_ID, "device_code": code})
+
+
+def test_device_code_for_two_resources_gets_consent_but_no_token(fake: FakeEntra) -> None:
+    """A device code for Outlook and Graph scopes is issued and the user consents to all, but
+    redeeming it fails with AADSTS28000; a device code for one resource then works, and its
+    refresh token is redeemed for the other resource on the consent given the first time."""
+    both, user_code = device_code(fake, f"{IMAP} {GRAPH_SEND} offline_access")
+    fake.approve_device(user_code, "alice@contoso.com")
+    refused = poll(fake, both)
+    assert refused.status_code == 400 and refused.json()["error_codes"] == [28000]
+    one, user_code = device_code(fake, f"{IMAP} offline_access")
+    fake.approve_device(user_code, "alice@contoso.com")
+    outlook = poll(fake, one).json()
+    graph = refresh(fake, outlook["refresh_token"], GRAPH_SEND)
+    assert graph.status_code == 200, graph.text
+    assert claims_of(graph.json()["access_token"])["scp"] == "Mail.Send"
+
+
+def test_consent_is_the_users_not_the_sign_ins(fake: FakeEntra) -> None:
+    """Consent given in one sign-in (Graph, by device code) lets the refresh token of a later
+    sign-in for Outlook alone be redeemed for Graph."""
+    code, user_code = device_code(fake, f"{GRAPH_SEND} offline_access")
+    fake.approve_device(user_code, "alice@contoso.com")
+    assert poll(fake, code).status_code == 200
+    later = sign_in(fake, "offline_access")
+    assert refresh(fake, later["refresh_token"], GRAPH_SEND).status_code == 200

@@ -18,6 +18,7 @@ from proxy.glue.gateway import Gateway
 from proxy.glue.signed_in import ClientReader, SessionEnded
 from proxy.glue.transport import StreamTransport
 from proxy.throttle import LoginThrottle, ThrottleSettings
+from proxy.tokens.broker import Grant
 from tests.support.broker import NOW, PASSWORD, USER, Setup, make, run
 
 SOURCE = "192.0.2.7"
@@ -47,11 +48,11 @@ class ScriptedUpstream:
     refuses: set[str] = field(default_factory=set)
     attempts: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, token)
 
-    async def sign_in(self, mailbox: str, token: str) -> Accepted:
-        self.attempts.append((mailbox, token))
-        if token in self.refuses:
+    async def sign_in(self, grant: Grant) -> Accepted:
+        self.attempts.append((grant.mailbox, grant.access_token))
+        if grant.access_token in self.refuses:
             raise UpstreamRejected()
-        return Accepted(token)
+        return Accepted(grant.access_token)
 
     @property
     def tokens(self) -> list[str]:

@@ -37,6 +37,7 @@ from proxy.errors import (
     AuthorisationExpired,
     AuthorisationFailed,
     ConfigError,
+    ConsentMissing,
     FailureKind,
     NeedsReauthorisation,
     ProxyError,
@@ -46,6 +47,7 @@ from proxy.errors import (
     TokenEndpointUnavailable,
     TokenRequestRefused,
 )
+from proxy.resources import GRAPH, GRAPH_APP_SCOPE, GRAPH_SEND_SCOPES, OUTLOOK, resources_in
 from tests.support.fake_entra import FakeEntra
 from tests.support.jwt import mint_hs256
 from tests.support.ports import free_port
@@ -861,3 +863,44 @@ def test_echoed_secret_is_redacted() -> None:
     with pytest.raises(TokenRequestRefused) as raised:
         client.client_credentials()
     assert SECRET not in str(raised.value) and "[redacted]" in str(raised.value)
+
+
+# -- an account serving two resources: Exchange and Microsoft Graph --
+
+BOTH = (*DELEGATED[:-1], *GRAPH_SEND_SCOPES, "offline_access")
+
+
+def test_each_request_names_one_resource(fake: FakeEntra, session: RecordingSession) -> None:
+    """The device code asks for Exchange's scopes only; the refresh for Graph (admin consent
+    given) names Graph's scopes only; both carry offline_access; the Graph token has Mail.Send."""
+    fake.add_app(TENANT, APP_ID, secret=SECRET, mailbox="printer@contoso.com",
+                 admin_consent=GRAPH_SEND_SCOPES)
+    client = client_for(fake, session, "device_code", scopes=BOTH)
+    tokens = signed_in(fake, client)
+    graph = client.refresh(tokens.refresh_token or "", GRAPH)
+    sent = [set(form["scope"].split()) for form in session.forms if "scope" in form]
+    for scopes in sent:
+        assert len(resources_in(scopes)) == 1 and "offline_access" in scopes
+    assert sent[-1] == {*GRAPH_SEND_SCOPES, "offline_access"}
+    assert "Mail.Send" in claims_of(graph.access_token)["scp"].split()
+
+
+def test_graph_without_consent_is_consent_missing(fake: FakeEntra,
+                                                  session: RecordingSession) -> None:
+    """A sign-in that consented to Exchange only cannot be redeemed for Graph: ConsentMissing
+    (temporary, naming AADSTS65001); the refresh token still works for Exchange."""
+    tokens = signed_in(fake, client_for(fake, session, "device_code"))
+    client = client_for(fake, session, "device_code", scopes=BOTH)
+    with pytest.raises(ConsentMissing, match="AADSTS65001") as raised:
+        client.refresh(tokens.refresh_token or "", GRAPH)
+    assert isinstance(raised.value, TokenRequestRefused)
+    assert client.refresh(tokens.refresh_token or "", OUTLOOK).access_token
+
+
+def test_client_credentials_per_resource(fake: FakeEntra, session: RecordingSession) -> None:
+    """An app-only account asks Exchange's .default or Graph's .default, one at a time."""
+    client = client_for(fake, session, scopes=(APP_ONLY_SCOPE, GRAPH_APP_SCOPE))
+    graph = client.client_credentials(GRAPH)
+    assert claims_of(graph.access_token)["aud"] == "https://graph.microsoft.com"
+    assert client.client_credentials(OUTLOOK).access_token
+    assert [form["scope"] for form in session.forms] == [GRAPH_APP_SCOPE, APP_ONLY_SCOPE]

@@ -14,7 +14,7 @@ from proxy.imap.device import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.pop3.upstream import Pop3UpstreamLogin
 from proxy.smtp.upstream import SmtpUpstreamLogin
-from tests import fuzz
+from tests import fuzz, fuzz_receiving
 
 TARGETS = fuzz.targets()
 BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,6 +43,18 @@ def test_random_inputs_reach_logins_relays_and_upstream_outcomes() -> None:
         assert sum(run.outcome is not None for run in upstreams) > 150, protocol
     literal_runs = [fuzz.run_imap_literals(data) for data in inputs]
     assert sum(bool(run.logins) for run in literal_runs) > 30
+
+
+def test_random_inputs_reach_deliveries_and_refusals() -> None:
+    """The receiving targets get past the envelope: random bytes lead to delivered messages,
+    BDAT and DATA alike, and to oversized ones refused with 552."""
+    rng = random.Random(2025)
+    runs = [fuzz_receiving.run_receiving(rng.randbytes(rng.randrange(300))) for _ in range(300)]
+    assert sum(bool(run.delivered) for run in runs) > 60
+    said = [line for run in runs for line in run.said]
+    assert any(line.startswith(b"552 5.3.4") for line in said)
+    assert any(line.endswith(b"octets received") for line in said)
+    assert any(line.startswith(b"354") for line in said)
 
 
 @pytest.mark.parametrize("synchronising", [True, False])
@@ -107,6 +119,17 @@ def test_server_quoting_the_token_does_not_put_it_in_the_error(protocol: str) ->
     assert fuzz.XOAUTH2 in run.sent[-1]
     run.feed(refusal + run.sent[-1] + b"\r\n")
     assert run.outcome is not None
+
+
+def test_random_inputs_reach_every_proxy_header_outcome() -> None:
+    """The PROXY header target's inputs reach devices built from v1, v2 and LOCAL headers and
+    refusals, so its rules are checked on all of them."""
+    rng = random.Random(2025)
+    outcomes = [fuzz.run_balancer(bytes([n % 256]) + rng.randbytes(rng.randrange(80)))
+                for n in range(400)]
+    peers = {peer for refused, peer, _, _ in outcomes if not refused}
+    assert {"192.0.2.7", "2001:db8::7", "10.0.0.2"} <= peers
+    assert sum(refused for refused, *_ in outcomes) > 50
 
 
 def test_admin_parser_inputs_reach_accepted_values() -> None:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import AccountNotReady, StaleKey, StoreFileInvalid, WrongPassword
-from proxy.store import AccountMeta, FileStore, ScryptParams, Secrets, UnlockKey
+from proxy.store import AccountMeta, Argon2Params, FileStore, ScryptParams, Secrets, UnlockKey
 
 FAST = ScryptParams(n=16, r=1, p=1)
 ALICE = "alice@contoso.com"
@@ -290,7 +290,7 @@ def test_unknown_format_version(store: FileStore) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
-    [("kdf", {"name": "argon2id"}, "'argon2id'"), ("cipher", "ChaCha20-Poly1305", "ChaCha20")],
+    [("kdf", {"name": "balloon"}, "'balloon'"), ("cipher", "ChaCha20-Poly1305", "ChaCha20")],
 )
 def test_unknown_kdf_or_cipher(store: FileStore, field: str, value: object, expected: str) -> None:
     """An unknown key derivation or cipher gives StoreFileInvalid naming it and the file."""
@@ -353,24 +353,26 @@ def test_tampered_ciphertext_is_wrong_password(store: FileStore) -> None:
     assert store.path(ALICE).read_bytes() == before
 
 
-def test_default_scrypt_parameters(tmp_path: Path) -> None:
-    """By default keys use scrypt n=2**15, r=8, p=1 with a 16-byte salt, recorded in the file."""
+def test_default_argon2id_parameters(tmp_path: Path) -> None:
+    """By default keys use Argon2id at OWASP's minimum (46 MiB, t=1, p=1) with a 16-byte salt,
+    recorded in the file."""
     store = FileStore(tmp_path)
     started = time.perf_counter()
     key = store.new_key("pw")
     elapsed = time.perf_counter() - started
-    assert key.params == ScryptParams(n=2**15, r=8, p=1)
+    assert key.params == Argon2Params(memory_kib=46 * 1024, iterations=1, lanes=1)
     assert len(key.salt) == 16 and len(key.key) == 32
     store.save(ALICE, key, SECRETS, AccountMeta(ALICE, ALICE, "device_code"))
     assert document(store)["kdf"] == {
-        "name": "scrypt",
-        "n": 2**15,
-        "r": 8,
-        "p": 1,
+        "name": "argon2id",
+        "memory_kib": 46 * 1024,
+        "iterations": 1,
+        "lanes": 1,
         "salt": base64.b64encode(key.salt).decode(),
     }
     assert store.derive_key(ALICE, "pw") == key
-    assert elapsed > 0.01  # a real cost, not a no-op
+    assert not store.outdated(key)
+    assert elapsed > 0.005  # a real cost, not a no-op
 
 
 def test_file_parameters_win_over_store_defaults(tmp_path: Path) -> None:

@@ -3,13 +3,17 @@ existing stores hold open and are written back unchanged, whatever backend keeps
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from proxy.errors import StaleKey, StoreFileInvalid, WrongPassword
-from proxy.store import FileStore, Secrets
+from proxy.resources import GRAPH, OUTLOOK
+from proxy.store import AccessToken, FileStore, Secrets
 from proxy.store.record import Record, new_key
+from proxy.store.record import _aad as record_aad
 
 # An account file as xoauth2-proxy 0.1.0 wrote it (scrypt n=16, to stay fast), for the user
 # name "Alice@Example.com" and the local password "pässwörd".
@@ -76,3 +80,43 @@ def test_existing_store_file_keeps_working(tmp_path: Path) -> None:
     store.path("alice@example.com").write_bytes(FORMAT_1)
     assert store.load("ALICE@example.com", store.derive_key("alice@example.com", PASSWORD)) == SECRETS
     assert [meta.mailbox for meta in store.list_meta()] == ["shared@example.com"]
+
+
+def test_graph_token_joins_an_existing_record() -> None:
+    """A record from before per-resource tokens takes a Microsoft Graph token beside its
+    Exchange one; both come back, and meta shows the earlier expiry."""
+    record = Record.parse(FORMAT_1, "row", "alice@example.com")
+    key = record.derive_key(PASSWORD)
+    old = record.open(key, "row")
+    assert old.other_tokens == {} and old.token_for(GRAPH) is None
+    both = old.with_token(GRAPH, AccessToken("G-access", 1_800_000_000.0), "R-rotated")
+    assert both.token_for(OUTLOOK) == AccessToken("A-access", 1_900_000_000.5)
+    sealed = Record.seal(key, both, record.meta)
+    assert sealed.meta.access_expires_at == 1_800_000_000.0
+    reopened = Record.parse(sealed.to_bytes(), "row", "alice@example.com").open(key, "row")
+    assert reopened == both and reopened.refresh_token == "R-rotated"
+    assert reopened.token_for(GRAPH) == AccessToken("G-access", 1_800_000_000.0)
+    assert "G-access" not in repr(reopened) and "graph" in repr(reopened)
+
+
+def test_record_without_graph_tokens_keeps_the_old_plaintext() -> None:
+    """Secrets without other tokens encrypt to exactly the fields earlier versions wrote, so
+    an older proxy still reads a record this one saved."""
+    key = new_key(PASSWORD, Record.parse(FORMAT_1, "row", None).params)
+    sealed = Record.seal(key, SECRETS, Record.parse(FORMAT_1, "row", None).meta)
+    plain = AESGCM(key.key).decrypt(sealed.nonce, sealed.ciphertext,
+                                    record_aad("alice@example.com"))
+    assert set(json.loads(plain)) == {"refresh_token", "access_token", "access_expires_at", "extra"}
+
+
+def test_broken_graph_token_entry_is_a_broken_record() -> None:
+    """An access_tokens entry without its fields is reported as a damaged record."""
+    key = new_key(PASSWORD, Record.parse(FORMAT_1, "row", None).params)
+    meta = Record.parse(FORMAT_1, "row", None).meta
+    payload = json.dumps({"refresh_token": None, "access_token": None, "access_expires_at": None,
+                          "extra": {}, "access_tokens": {"graph": {"access_token": 5}}}).encode()
+    nonce = b"\0" * 12
+    ciphertext = AESGCM(key.key).encrypt(nonce, payload, record_aad("alice@example.com"))
+    broken = Record(key.params, key.salt, nonce, ciphertext, meta)
+    with pytest.raises(StoreFileInvalid, match="unexpected content"):
+        broken.open(key, "row")

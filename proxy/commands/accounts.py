@@ -13,9 +13,9 @@ from ..account_state import local_time
 from ..config import AccountConfig, Config
 from ..entra.answers import TokenSet
 from ..entra.client import EntraClient
-from ..errors import WrongPassword
-from ..store import AccountMeta, Store
-from ..tokens.authorisation import store_authorisation
+from ..errors import ConsentMissing, WrongPassword
+from ..resources import NAMES, OUTLOOK, resources_in
+from ..store import AccessToken, AccountMeta, Secrets, Store
 from . import EXIT_FAILED, EXIT_OK
 from .passwords import PasswordSource
 
@@ -27,21 +27,42 @@ def account_add(
 ) -> int:
     password = ask(f"New local password for {account.username}: ", True)
     client = EntraClient(account, requests.Session())
-    tokens = _authorise(client, account, no_browser)
-    store_authorisation(store, account, store.new_key(password), tokens)
-    print(f"{account.username}: authorised ({account.flow}); credentials stored encrypted in "
+    resources = resources_in(account.scopes) or (OUTLOOK,)
+    secrets = Secrets()
+    for resource in resources:
+        tokens = _authorise(client, account, no_browser, resource, secrets.refresh_token)
+        token = AccessToken(tokens.access_token, tokens.expires_at)
+        secrets = secrets.with_token(resource, token, tokens.refresh_token)
+    key = store.new_key(password)
+    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
+    store.save(account.username, key, secrets, meta)
+    print(f"{account.username}: authorised ({account.flow}) for "
+          f"{' and '.join(NAMES[r] for r in resources)}; credentials stored encrypted in "
           f"{store.location(account.username)}")
     print(f"Legacy clients log in as {account.username} with the local password just set.")
     return EXIT_OK
 
 
-def _authorise(client: EntraClient, account: AccountConfig, no_browser: bool) -> TokenSet:
+def _authorise(client: EntraClient, account: AccountConfig, no_browser: bool, resource: str,
+               refresh_token: str | None) -> TokenSet:
+    """Tokens for one resource. After the first, a delegated account redeems the refresh token
+    of its sign-in: one sign-in consents to everything with auth_code (the authorisation
+    request names every scope); Entra ID cannot redeem a device code for two resources, so
+    without admin consent a device code sign-in is needed per resource."""
     if account.flow == "client_credentials":
-        return client.client_credentials()
+        return client.client_credentials(resource)
+    if refresh_token is not None:
+        try:
+            return client.refresh(refresh_token, resource)
+        except ConsentMissing:
+            if account.flow != "device_code":
+                raise
+            print(f"{NAMES[resource]} needs its own consent (an administrator can grant it for "
+                  "everyone under API permissions); one more sign-in asks for it.", flush=True)
     if account.flow == "device_code":
         from ..entra.device_code import device_code_flow
 
-        return device_code_flow(client, sys.stdout)
+        return device_code_flow(client, sys.stdout, resource=resource)
     from ..entra.auth_code import auth_code_flow
 
     return auth_code_flow(client, account, sys.stdout, sys.stdin, open_browser=not no_browser)

@@ -1,5 +1,6 @@
-"""`xoauth2-proxy account check USER`: token, upstream login and a harmless command on every
-configured listener's upstream, with a plain verdict per step."""
+"""`xoauth2-proxy account check USER`: a token per service the listeners need, upstream login and
+a harmless command on every relaying listener's upstream, and for Graph listeners what the Graph
+token allows (Mail.Send; Mail.ReadWrite for large messages), with a plain verdict per step."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from ..account_state import local_time
 from ..config import AccountConfig, Config, ListenerConfig
 from ..errors import ProxyError
 from ..glue.upstream_connection import UpstreamTarget, connect_upstream
+from ..graph import read_grant
 from ..protocols import cores_for
+from ..resources import NAMES, OUTLOOK
 from ..store import Store
 from ..tokens.blocking import blocking_runner
-from ..tokens.broker import TokenBroker
+from ..tokens.broker import Grant, TokenBroker
 from . import EXIT_FAILED, EXIT_OK
 from .probes import PROBES, ProbeReader
 
@@ -47,6 +50,25 @@ async def _check_listener(
     return answer
 
 
+def _check_graph(listener: ListenerConfig, grant: Grant, failures: list[str],
+                 out: TextIO) -> None:
+    """What the Graph token allows, from its own claims: Mail.Send is needed for every
+    message, Mail.ReadWrite for those over about 3 MB."""
+    label = f"smtp graph ({listener.graph_url})"
+    permissions = read_grant(grant.access_token)
+    if permissions is None:
+        failures.append(label)
+        out.write(f"{label}: FAILED: the access token is not a JWT; its permissions are "
+                  "unknown\n")
+        return
+    verdict = permissions.explain(grant.mailbox)
+    if not permissions.for_graph or not permissions.can_send:
+        failures.append(label)
+        out.write(f"{label}: FAILED: {verdict}\n")
+    else:
+        out.write(f"{label}: ok, {verdict}\n")
+
+
 def check_account(
     config: Config, account: AccountConfig, store: Store, password: str, out: TextIO
 ) -> int:
@@ -59,19 +81,23 @@ def check_account(
         pool.start()
         try:
             broker = TokenBroker(config, store, blocking_runner(reactor, pool))
-            try:
-                grant = await broker.grant(account.username, password)
-            except ProxyError as e:
-                failures.append(f"token: {e.message}")
-                out.write(f"token: FAILED: {e.message}\n")
-                return
-            expires = store.read_meta(account.username)
-            when = (
-                local_time(expires.access_expires_at)
-                if expires and expires.access_expires_at else "unknown"
-            )
-            out.write(f"token: ok ({account.flow}, valid until {when})\n")
+            grants: dict[str, Grant] = {}
+            for resource in config.resources:
+                label = "token" if resource == OUTLOOK else f"token for {NAMES[resource]}"
+                try:
+                    grant = grants[resource] = await broker.grant(account.username, password,
+                                                                  resource)
+                except ProxyError as e:
+                    failures.append(f"{label}: {e.message}")
+                    out.write(f"{label}: FAILED: {e.message}\n")
+                    return
+                when = local_time(grant.expires_at) if grant.expires_at else "unknown"
+                out.write(f"{label}: ok ({account.flow}, valid until {when})\n")
             for listener in config.listeners:
+                grant = grants[listener.resource]
+                if listener.sends_through_graph:
+                    _check_graph(listener, grant, failures, out)
+                    continue
                 label = f"{listener.protocol} {listener.upstream}"
                 try:
                     answer = await _check_listener(

@@ -2,6 +2,7 @@
 
 from .model import (
     APP_ONLY_SCOPE,
+    BALANCER_PREFIX,
     DEFAULT_ADMIN_LISTEN,
     DEFAULT_AUTHORITY,
     DELEGATED_SCOPES,
@@ -11,6 +12,8 @@ from .model import (
     Config,
     Limits,
     ListenerConfig,
+    Network,
+    StoreConfig,
     default_config_path,
     default_store_path,
     endpoint_parts,
@@ -18,7 +21,8 @@ from .model import (
 from .reader import load_config, parse_config
 
 __all__ = [
-    "APP_ONLY_SCOPE", "DEFAULT_ADMIN_LISTEN", "DEFAULT_AUTHORITY", "DELEGATED_SCOPES",
-    "LOOPBACK_NETWORKS", "AccountConfig", "AdminConfig", "Config", "Limits", "ListenerConfig",
-    "default_config_path", "default_store_path", "endpoint_parts", "load_config", "parse_config",
+    "APP_ONLY_SCOPE", "BALANCER_PREFIX", "DEFAULT_ADMIN_LISTEN", "DEFAULT_AUTHORITY",
+    "DELEGATED_SCOPES", "LOOPBACK_NETWORKS", "AccountConfig", "AdminConfig", "Config", "Limits",
+    "ListenerConfig", "Network", "StoreConfig", "default_config_path", "default_store_path",
+    "endpoint_parts", "load_config", "parse_config",
 ]

@@ -72,6 +72,11 @@ def store_change(old: Config, new: Config) -> str | None:
     if old.store_path != new.store_path:
         return (f"[store] path changed from {old.store_path} to {new.store_path}; a running "
                 "proxy keeps its store: restart it to use another")
+    before, after = old.store_config, new.store_config
+    if (before.backend, before.dsn, before.dsn_file) != (after.backend, after.dsn, after.dsn_file):
+        # Never the DSN itself in the message: it may carry a database password.
+        return ("[store] backend or database changed; a running proxy keeps its store: "
+                "restart it to use another")
     return None
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import ConfigError
+from ..resources import GRAPH, GRAPH_URL, OUTLOOK, RESOURCES
 
 APP_NAME = "xoauth2-proxy"
 CONFIG_ENV = "XOAUTH2_PROXY_CONFIG"
@@ -21,16 +22,22 @@ PROTOCOLS = ("imap", "pop3", "smtp")
 FLOWS = ("device_code", "auth_code", "client_credentials")
 TLS_MODES = ("none", "starttls", "implicit")
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
-OUTLOOK = "https://outlook.office.com/"
+STORE_BACKENDS = ("files", "postgresql")
+BALANCER_PREFIX = "haproxy:"  # Twisted's PROXY protocol endpoint prefix
+EXCHANGE_SCOPE_PREFIX = "https://outlook.office.com/"
 DELEGATED_SCOPES = {
-    "imap": OUTLOOK + "IMAP.AccessAsUser.All",
-    "pop3": OUTLOOK + "POP.AccessAsUser.All",
-    "smtp": OUTLOOK + "SMTP.Send",
+    "imap": EXCHANGE_SCOPE_PREFIX + "IMAP.AccessAsUser.All",
+    "pop3": EXCHANGE_SCOPE_PREFIX + "POP.AccessAsUser.All",
+    "smtp": EXCHANGE_SCOPE_PREFIX + "SMTP.Send",
 }
 APP_ONLY_SCOPE = "https://outlook.office365.com/.default"
 LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 ADMIN_PORT = 8025
 DEFAULT_ADMIN_LISTEN = f"tcp:{ADMIN_PORT}:interface=127.0.0.1"
+GRAPH_UPSTREAM = "graph"  # upstream = "graph": an smtp listener that sends through Microsoft Graph
+# Exchange Online's default message size limit, and the highest an administrator can set.
+DEFAULT_MAX_MESSAGE_MB = 35
+MAX_MESSAGE_MB = 150
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -46,15 +53,59 @@ class ListenerConfig:
     tls_minimum: str = "1.2"
     allow_from: tuple[Network, ...] = LOOPBACK_NETWORKS
     allow_plaintext: bool = False
+    proxy_protocol_from: tuple[Network, ...] = ()  # the balancers, for a haproxy: listener
+    graph_url: str = GRAPH_URL  # upstream = "graph" only
+    max_message_mb: int = DEFAULT_MAX_MESSAGE_MB  # upstream = "graph" only
 
     @property
     def name(self) -> str:
         return f"{self.protocol} {self.listen}"
 
     @property
+    def behind_balancer(self) -> bool:
+        """Connections come from a load balancer that names the device in a PROXY header."""
+        return self.listen.startswith(BALANCER_PREFIX)
+
+    @property
+    def sends_through_graph(self) -> bool:
+        return self.upstream == GRAPH_UPSTREAM
+
+    @property
+    def resource(self) -> str:
+        """Which service its access tokens are for (proxy.resources)."""
+        return GRAPH if self.sends_through_graph else OUTLOOK
+
+    @property
+    def max_message_size(self) -> int:
+        """Bytes a Graph listener accepts per message (Exchange counts MB as MiB)."""
+        return self.max_message_mb * 1024 * 1024
+
+    @property
     def loopback_only(self) -> bool:
-        """Listens on a loopback address only, so nothing it receives crossed a network."""
-        return _is_loopback_listen(self.listen)
+        """Listens on a loopback address only, so nothing it receives crossed a network. A
+        balancer on this machine still forwards devices from elsewhere."""
+        return not self.behind_balancer and _is_loopback_listen(self.listen)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where the accounts' encrypted records are kept."""
+
+    path: Path  # the files backend's folder; generated TLS certificates live here too
+    backend: str = "files"
+    dsn: str | None = field(default=None, repr=False)  # may hold a database password
+    dsn_file: Path | None = None
+
+    def read_dsn(self) -> str:
+        """The PostgreSQL connection string, from the config or from its file."""
+        if self.dsn is not None:
+            return self.dsn
+        if self.dsn_file is None:
+            raise ConfigError("[store]: the postgresql backend needs dsn or dsn_file")
+        try:
+            return self.dsn_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"[store]: cannot read dsn_file {self.dsn_file}: {e.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -125,7 +176,18 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     accounts: dict[str, AccountConfig]
     limits: Limits = Limits()
+    store: StoreConfig | None = None  # None: the files backend at store_path
     admin: AdminConfig | None = None
+
+    @property
+    def store_config(self) -> StoreConfig:
+        return self.store or StoreConfig(self.store_path)
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """The services the listeners need tokens for, in proxy.resources order."""
+        needed = {listener.resource for listener in self.listeners}
+        return tuple(r for r in RESOURCES if r in needed)
 
     def account(self, username: str) -> AccountConfig:
         try:

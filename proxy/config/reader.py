@@ -13,15 +13,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..resources import GRAPH, GRAPH_APP_SCOPE, GRAPH_SEND_SCOPES, NAMES, resources_in
+from ..urls import secure_or_loopback, service_base_url
+from .endpoints import client_endpoint, server_endpoint
 from .model import (
     APP_ONLY_SCOPE,
+    BALANCER_PREFIX,
     DEFAULT_ADMIN_LISTEN,
     DEFAULT_AUTHORITY,
+    DEFAULT_MAX_MESSAGE_MB,
     DELEGATED_SCOPES,
     FLOWS,
+    GRAPH_UPSTREAM,
     LIMITS_ALLOWING_ZERO,
     LOOPBACK_NETWORKS,
+    MAX_MESSAGE_MB,
     PROTOCOLS,
+    STORE_BACKENDS,
     TLS_MODES,
     TLS_VERSIONS,
     AccountConfig,
@@ -30,6 +38,7 @@ from .model import (
     Limits,
     ListenerConfig,
     Network,
+    StoreConfig,
     default_store_path,
 )
 
@@ -79,9 +88,7 @@ class _Reader:
 
     def config(self, data: dict[str, Any]) -> Config:
         self.check_keys("top level", data, {"store", "listener", "account", "limits", "admin"})
-        store = self.table(data, "store", "[store]")
-        self.check_keys("[store]", store, {"path"})
-        store_path = self.optional(store, "path", "[store]", self.as_path) or default_store_path()
+        store = self.store(self.table(data, "store", "[store]"))
 
         listeners = tuple(
             self.listener(f"[[listener]] #{i}", item)
@@ -89,17 +96,31 @@ class _Reader:
         )
         if not listeners:
             raise self.fail("[[listener]]", "at least one listener is required")
-        protocols = {listener.protocol for listener in listeners}
-
         accounts: dict[str, AccountConfig] = {}
         for i, item in enumerate(self.array(data, "account"), 1):
-            account = self.account(f"[[account]] #{i}", item, protocols)
+            account = self.account(f"[[account]] #{i}", item, listeners)
             key = account.username.lower()
             if key in accounts:
                 raise self.fail(f"[[account]] #{i}", f"username {account.username!r} appears twice")
             accounts[key] = account
-        return Config(self.path, store_path, listeners, accounts, self.limits(data),
+        return Config(self.path, store.path, listeners, accounts, self.limits(data), store,
                       self.admin(data))
+
+    def store(self, table: dict[str, Any]) -> StoreConfig:
+        where = "[store]"
+        self.check_keys(where, table, {"path", "backend", "dsn", "dsn_file"})
+        store = StoreConfig(
+            path=self.optional(table, "path", where, self.as_path) or default_store_path(),
+            backend=self.choice(table, "backend", where, STORE_BACKENDS, default="files"),
+            dsn=self.optional(table, "dsn", where, self.as_str),
+            dsn_file=self.optional(table, "dsn_file", where, self.as_path),
+        )
+        if store.dsn is not None and store.dsn_file is not None:
+            raise self.fail(where, "dsn and dsn_file are both set; keep one")
+        if store.backend == "postgresql" and store.dsn is None and store.dsn_file is None:
+            raise self.fail(where, 'backend = "postgresql" needs dsn = "postgresql://..." '
+                            "or dsn_file = PATH (a file holding it)")
+        return store
 
     def admin(self, data: dict[str, Any]) -> AdminConfig | None:
         if "admin" not in data:
@@ -111,7 +132,7 @@ class _Reader:
         if token_file is not None and not token_file.is_file():
             raise self.fail("[admin]", f"token_file {token_file} does not exist")
         # ssl:PORT:privateKey=...: HTTPS for a page reached across a network.
-        return AdminConfig(self.server_endpoint("[admin]", listen, allow_ssl=True), token_file)
+        return AdminConfig(server_endpoint(self.fail, "[admin]", listen, allow_ssl=True), token_file)
 
     def limits(self, data: dict[str, Any]) -> Limits:
         table = self.table(data, "limits", "[limits]")
@@ -130,12 +151,21 @@ class _Reader:
             where,
             item,
             {"protocol", "listen", "upstream", "upstream_ca", "tls", "tls_cert", "tls_minimum",
-             "allow_from", "allow_plaintext"},
+             "allow_from", "allow_plaintext", "proxy_protocol_from", "graph_url",
+             "max_message_mb"},
         )
         protocol = self.choice(item, "protocol", where, PROTOCOLS)
-        listen = self.server_endpoint(where, self.required(item, "listen", where, str))
-        upstream = self.client_endpoint(where, self.required(item, "upstream", where, str))
-        self.upstream_security(where, protocol, upstream)
+        listen = server_endpoint(self.fail, where, self.required(item, "listen", where, str))
+        upstream = self.required(item, "upstream", where, str)
+        if upstream == GRAPH_UPSTREAM:
+            graph = self.graph_settings(where, protocol, item)
+        else:
+            upstream = client_endpoint(self.fail, where, upstream)
+            self.upstream_security(where, protocol, upstream)
+            for key in ("graph_url", "max_message_mb"):
+                if key in item:
+                    raise self.fail(where, f'{key} is for upstream = "graph" only')
+            graph = {}
         tls = self.choice(item, "tls", where, TLS_MODES, default="none")
         allow_from = self.optional(item, "allow_from", where, lambda v, w: self.networks(v, w))
         listener = ListenerConfig(
@@ -148,7 +178,11 @@ class _Reader:
             tls_minimum=self.choice(item, "tls_minimum", where, TLS_VERSIONS, default="1.2"),
             allow_from=allow_from or LOOPBACK_NETWORKS,
             allow_plaintext=self.optional(item, "allow_plaintext", where, self.as_bool) or False,
+            proxy_protocol_from=self.optional(
+                item, "proxy_protocol_from", where, lambda v, w: self.networks(v, w)) or (),
+            **graph,
         )
+        self.balancers(where, listener, "proxy_protocol_from" in item)
         for key in ("upstream_ca", "tls_cert"):
             path = getattr(listener, key)
             if path is not None and not path.exists():
@@ -163,7 +197,38 @@ class _Reader:
             )
         return listener
 
-    def account(self, where: str, item: dict[str, Any], protocols: set[str]) -> AccountConfig:
+    def balancers(self, where: str, listener: ListenerConfig, given: bool) -> None:
+        """A PROXY header names any address its sender likes: only named balancers may send one."""
+        if listener.behind_balancer and not listener.proxy_protocol_from:
+            raise self.fail(where, f"listen = {listener.listen!r} takes the PROXY protocol: set "
+                            'proxy_protocol_from = ["ADDRESS/32", ...] to the load balancers '
+                            "(anyone else could claim any address)")
+        if given and not listener.behind_balancer:
+            raise self.fail(where, "proxy_protocol_from needs a listen address with the "
+                            f'{BALANCER_PREFIX} prefix (e.g. "haproxy:tcp:1143:interface=...")')
+
+    def graph_settings(self, where: str, protocol: str, item: dict[str, Any]) -> dict[str, Any]:
+        """graph_url and max_message_mb of an smtp listener with upstream = "graph"."""
+        if protocol != "smtp":
+            raise self.fail(where, f'upstream = "graph" sends mail through Microsoft Graph, '
+                            f"which only smtp listeners do; {protocol} needs tls:HOST:PORT")
+        settings: dict[str, Any] = {}
+        if "graph_url" in item:
+            url = self.as_str(item["graph_url"], f"{where}: graph_url")
+            try:
+                settings["graph_url"] = service_base_url(url, "graph_url",
+                                                         "https://graph.microsoft.com")
+            except ValueError as e:
+                raise self.fail(where, str(e)) from None
+        size = item.get("max_message_mb", DEFAULT_MAX_MESSAGE_MB)
+        if type(size) is not int or not 1 <= size <= MAX_MESSAGE_MB:
+            raise self.fail(where, f"max_message_mb = {size!r}: expected a whole number from 1 "
+                            f"to {MAX_MESSAGE_MB} (Exchange Online's highest limit)")
+        settings["max_message_mb"] = size
+        return settings
+
+    def account(self, where: str, item: dict[str, Any],
+                listeners: tuple[ListenerConfig, ...]) -> AccountConfig:
         self.check_keys(
             where,
             item,
@@ -175,9 +240,10 @@ class _Reader:
         flow = self.choice(item, "flow", where, FLOWS)
         scopes = self.optional(item, "scopes", where, self.strings)
         if not scopes:
-            scopes = _default_scopes(flow, protocols)
+            scopes = _default_scopes(flow, listeners)
+        self.scopes_cover(where, scopes, listeners)
         authority = self.optional(item, "authority", where, self.as_str) or DEFAULT_AUTHORITY
-        if not authority.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        if not secure_or_loopback(authority):
             raise self.fail(where, f"authority = {authority!r}: expected an https:// URL")
         account = AccountConfig(
             username=username,
@@ -208,6 +274,18 @@ class _Reader:
                     "domain or GUID (Entra ID answers AADSTS9001023 otherwise)",
                 )
         return account
+
+    def scopes_cover(self, where: str, scopes: list[str],
+                     listeners: tuple[ListenerConfig, ...]) -> None:
+        """Every service a listener needs has scopes: one token per service comes from them."""
+        named = resources_in(scopes)
+        for listener in listeners:
+            if listener.resource not in named:
+                example = ("https://graph.microsoft.com/Mail.Send" if listener.resource == GRAPH
+                           else DELEGATED_SCOPES[listener.protocol])
+                raise self.fail(where, f"scopes name nothing for {NAMES[listener.resource]}, "
+                                f"which the {listener.name} listener needs (add e.g. {example}, "
+                                "or remove scopes to get the defaults)")
 
     # -- typed accessors --
 
@@ -282,38 +360,6 @@ class _Reader:
         except ValueError as e:
             raise ConfigError(f"{self.path}: {where}: {e}") from None
 
-    def server_endpoint(self, where: str, listen: str, allow_ssl: bool = False) -> str:
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import serverFromString
-
-        if listen.startswith("ssl:") and not allow_ssl:
-            raise self.fail(where, f'listen = {listen!r}: use tcp: with tls = "implicit" (and '
-                            "tls_cert, or a generated certificate) for TLS from the first byte")
-        listen = _default_interface(listen)
-        try:
-            serverFromString(reactor, listen)
-        except Exception as e:  # each endpoint type raises its own kinds for bad arguments
-            raise self.fail(
-                where, f"listen = {listen!r} is not a Twisted server endpoint "
-                f"(expected e.g. \"tcp:1143:interface=127.0.0.1\"): {e}"
-            ) from None
-        return listen
-
-    def client_endpoint(self, where: str, upstream: str) -> str:
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import clientFromString
-
-        try:
-            clientFromString(reactor, upstream)
-        except Exception as e:  # each endpoint type raises its own kinds for bad arguments
-            raise self.fail(
-                where, f"upstream = {upstream!r} is not a Twisted client endpoint "
-                f"(expected e.g. \"tls:outlook.office365.com:993\"): {e}"
-            ) from None
-        if not upstream.startswith(("tls:", "tcp:")):
-            raise self.fail(where, f"upstream = {upstream!r}: expected tls:HOST:PORT or tcp:HOST:PORT")
-        return upstream
-
     def upstream_security(self, where: str, protocol: str, upstream: str) -> None:
         """IMAP and POP3 have no STARTTLS step here: a tcp: upstream would send the access
         token in the clear."""
@@ -324,16 +370,12 @@ class _Reader:
             )
 
 
-def _default_interface(listen: str) -> str:
-    """A tcp listener without interface= would bind every address; bind loopback instead."""
-    kind, _, _ = listen.partition(":")
-    if kind in ("tcp", "tcp6", "ssl") and "interface=" not in listen:
-        # Colons in an endpoint string's value are escaped with a backslash.
-        return listen + ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")
-    return listen
-
-
-def _default_scopes(flow: str, protocols: set[str]) -> list[str]:
+def _default_scopes(flow: str, listeners: tuple[ListenerConfig, ...]) -> list[str]:
+    """What the listeners need: per relaying protocol its Exchange scope (client credentials:
+    Exchange's .default), for Graph listeners Mail.Send and Mail.ReadWrite (.default)."""
+    relayed = {listener.protocol for listener in listeners if not listener.sends_through_graph}
+    graph = any(listener.sends_through_graph for listener in listeners)
     if flow == "client_credentials":
-        return [APP_ONLY_SCOPE]
-    return [DELEGATED_SCOPES[p] for p in PROTOCOLS if p in protocols] + ["offline_access"]
+        return [APP_ONLY_SCOPE] * bool(relayed) + [GRAPH_APP_SCOPE] * graph
+    delegated = [DELEGATED_SCOPES[p] for p in PROTOCOLS if p in relayed]
+    return delegated + list(GRAPH_SEND_SCOPES) * graph + ["offline_access"]

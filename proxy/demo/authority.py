@@ -2,7 +2,9 @@
 
 It implements just enough of the OAuth2 v2.0 token endpoint for the client credentials grant:
 POST {authority}/{tenant}/oauth2/v2.0/token with client_id, client_secret and
-scope=https://outlook.office365.com/.default answers a random bearer token valid for an hour.
+scope=https://outlook.office365.com/.default (the demo mail servers) or
+https://graph.microsoft.com/.default (the demo Graph) answers a random bearer token valid for an
+hour, good for that one resource.
 Errors come in Entra ID's shape (error, error_description "AADSTSnnn: ...", error_codes), so the
 proxy's own error handling is what the demo shows. The demo mail servers accept exactly the
 tokens issued here. It is not an identity provider: there are no users, keys or signatures.
@@ -22,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ..config import APP_ONLY_SCOPE
+from ..resources import GRAPH_APP_SCOPE
 
 log = Logger(namespace="xoauth2-proxy.demo")
 
@@ -35,29 +38,36 @@ class DemoAuthority:
     tenant: str
     client_id: str
     client_secret: str = field(repr=False)
-    issued: dict[str, float] = field(default_factory=dict, repr=False)  # token -> expiry
+    # token -> (expiry, the scope it was issued for)
+    issued: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
 
-    def token_valid(self, token: str) -> bool:
-        expires = self.issued.get(token)
-        return expires is not None and expires > time.time()
+    def token_valid(self, token: str, scope: str = APP_ONLY_SCOPE) -> bool:
+        expires, issued_for = self.issued.get(token, (0.0, ""))
+        return issued_for == scope and expires > time.time()
 
-    def issue(self) -> str:
+    def issue(self, scope: str) -> str:
         token = "demo-" + secrets.token_urlsafe(32)
-        self.issued[token] = time.time() + TOKEN_LIFETIME
+        self.issued[token] = (time.time() + TOKEN_LIFETIME, scope)
         return token
 
     def site(self) -> Site:
-        site = _QuietSite(_TokenEndpoint(self))  # type: ignore[no-untyped-call]
+        site = QuietSite(_TokenEndpoint(self), "demo Entra ID token endpoint")
         site.noisy = False
         return site
 
 
-class _QuietSite(Site):
+class QuietSite(Site):
+    """A demo web service: one plain log line per request it serves, no access log."""
+
+    def __init__(self, resource: Resource, name: str) -> None:
+        super().__init__(resource)  # type: ignore[no-untyped-call]
+        self.name = name
+
     def log(self, request: http.Request) -> None:
-        pass  # the endpoint logs one plain line per token instead of an access log
+        pass
 
     def logPrefix(self) -> str:
-        return "demo Entra ID token endpoint"
+        return self.name
 
 
 class _TokenEndpoint(Resource):
@@ -89,10 +99,11 @@ class _TokenEndpoint(Resource):
         if not hmac.compare_digest(given, authority.client_secret.encode()):
             return _error(request, 401, "invalid_client", 7000215,
                           "Invalid client secret provided.")
-        if form.get("scope") != APP_ONLY_SCOPE:
+        scope = form.get("scope", "")
+        if scope not in (APP_ONLY_SCOPE, GRAPH_APP_SCOPE):
             return _error(request, 400, "invalid_scope", 1002012,
-                          f"The provided value for scope is not valid: {form.get('scope')}")
-        token = authority.issue()
+                          f"The provided value for scope is not valid: {scope}")
+        token = authority.issue(scope)
         log.info("demo authority: issued an access token to app {client_id}",
                  client_id=authority.client_id)
         return _json(request, 200, {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME,

@@ -46,6 +46,7 @@ class Submission:
     mail_from: str
     recipients: tuple[str, ...]
     data: bytes
+    through_graph: bool = False  # by the demo Graph's sendMail, not the demo SMTP server
 
 
 @dataclass
@@ -68,8 +69,9 @@ class DemoMailbox:
         user, token = parsed
         return user.lower() == self.address.lower() and self.token_valid(token)
 
-    def submit(self, mail_from: str, recipients: tuple[str, ...], data: bytes) -> None:
-        self.submissions.append(Submission(mail_from, recipients, data))
+    def submit(self, mail_from: str, recipients: tuple[str, ...], data: bytes,
+               through_graph: bool = False) -> None:
+        self.submissions.append(Submission(mail_from, recipients, data, through_graph))
         if any(r.lower() == self.address.lower() for r in recipients):
             self._add(data)  # a message to the demo address is delivered to its inbox
 

@@ -2,9 +2,9 @@
 
 Everything runs in this process on 127.0.0.1, in a temporary folder removed at the end: a
 throwaway CA and server certificate, the demo token endpoint (proxy.demo.authority), the demo
-IMAP, POP3 and SMTP servers, a config.toml written as a user would write one, and a store
-filled exactly as `xoauth2-proxy account add` fills it. Then the runtime runs the proxy
-unchanged. Nothing reaches Microsoft or any other machine.
+IMAP, POP3 and SMTP servers and the demo Microsoft Graph (sendMail only), a config.toml written
+as a user would write one, and a store filled exactly as `xoauth2-proxy account add` fills it.
+Then the runtime runs the proxy unchanged. Nothing reaches Microsoft or any other machine.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ..glue.runtime import Runtime
 from ..store import open_store
 from .authority import DemoAuthority
 from .certs import make_certificates
+from .graph_server import graph_site
 from .imap_server import imap_factory
 from .mailbox import DemoMailbox
 from .pop3_server import pop3_factory
@@ -44,7 +45,7 @@ CLIENT_ID = "00000000-0000-4000-8000-00000000d3e0"
 CLIENT_SECRET = "demo-client-secret"  # only the demo authority in this process knows it
 # The ports of the README's examples when they are free, so mail programs set up once keep
 # working across demo runs; any free port otherwise (and always for --self-test).
-PREFERRED_PORTS = {"imap": 1143, "pop3": 1110, "smtp": 1587}
+PREFERRED_PORTS = {"imap": 1143, "pop3": 1110, "smtp": 1587, "graph": 1588}
 SELF_TEST_TIMEOUT = 30.0
 
 
@@ -77,6 +78,7 @@ def _run(reactor: Any, folder: Path, self_test: bool) -> int:
         "imap": reactor.listenSSL(0, imap_factory(mailbox), tls, interface=LOOPBACK),
         "pop3": reactor.listenSSL(0, pop3_factory(mailbox), tls, interface=LOOPBACK),
         "smtp": reactor.listenTCP(0, smtp_factory(mailbox, tls), interface=LOOPBACK),
+        "graph": reactor.listenTCP(0, graph_site(authority, mailbox), interface=LOOPBACK),
     }
     upstream_ports = {name: int(port.getHost().port) for name, port in upstream.items()}
     ports = {name: _free_port(0 if self_test else preferred)
@@ -87,7 +89,8 @@ def _run(reactor: Any, folder: Path, self_test: bool) -> int:
     ))
     config = load_config(config_path)
     outcome = _Outcome()
-    target = Target(LOOPBACK, ports["imap"], ports["pop3"], ports["smtp"], USER, PASSWORD,
+    target = Target(LOOPBACK, ports["imap"], ports["pop3"], ports["smtp"], ports["graph"],
+                    USER, PASSWORD,
                     lambda: threads.blockingCallFromThread(
                         reactor, lambda: list(mailbox.submissions)))
 
@@ -120,8 +123,8 @@ def _run(reactor: Any, folder: Path, self_test: bool) -> int:
             print(instructions(ports, upstream_ports, folder, USER, PASSWORD), flush=True)
             return
         print(f"Self-test: legacy clients log in to the proxy at {LOOPBACK} (IMAP "
-              f"{ports['imap']}, POP3 {ports['pop3']}, SMTP {ports['smtp']}) as {USER}",
-              flush=True)
+              f"{ports['imap']}, POP3 {ports['pop3']}, SMTP {ports['smtp']}, SMTP through "
+              f"Graph {ports['graph']}) as {USER}", flush=True)
         passed = await threads.deferToThread(run_checks, target, _say)
         stop(0 if passed else 1)
 

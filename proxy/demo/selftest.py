@@ -13,7 +13,9 @@ import secrets
 import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
+from email import message_from_bytes
 from email.message import EmailMessage
+from email.policy import default
 
 from .mailbox import WELCOME, Submission
 
@@ -32,9 +34,10 @@ class Target:
     imap: int
     pop3: int
     smtp: int
+    graph: int  # the SMTP listener that sends through Microsoft Graph
     user: str
     password: str
-    submissions: Callable[[], list[Submission]]  # what the demo SMTP server stored
+    submissions: Callable[[], list[Submission]]  # what the demo SMTP server and Graph stored
 
 
 def run_checks(target: Target, say: Callable[[str], None]) -> bool:
@@ -45,7 +48,8 @@ def run_checks(target: Target, say: Callable[[str], None]) -> bool:
         say(f"ok    {protocol:<4}  {text}")
 
     for protocol, check in (("IMAP", check_imap), ("IMAP", check_wrong_password),
-                            ("POP3", check_pop3), ("SMTP", check_smtp)):
+                            ("POP3", check_pop3), ("SMTP", check_smtp),
+                            ("SCAN", check_scan_through_graph)):
         try:
             check(target, ok)
         except Exception as e:  # any client error is a failed check, reported with its text
@@ -54,7 +58,8 @@ def run_checks(target: Target, say: Callable[[str], None]) -> bool:
     if failed:
         say(f"self-test FAILED: {failed} check group(s) failed")
     else:
-        say("self-test passed: the proxy served IMAP, POP3 and SMTP with XOAUTH2 upstream")
+        say("self-test passed: the proxy served IMAP, POP3 and SMTP with XOAUTH2 upstream, "
+            "and sent a scan through Microsoft Graph")
     return not failed
 
 
@@ -129,3 +134,27 @@ def check_smtp(t: Target, ok: Report) -> None:
     stored = [s for s in t.submissions() if subject.encode() in s.data]
     _expect(len(stored) == 1, "the demo mail server did not store the message")
     ok("SMTP", f'the demo mail server stored "{subject}" for {", ".join(stored[0].recipients)}')
+
+
+def check_scan_through_graph(t: Target, ok: Report) -> None:
+    subject = f"Scan from the demo self-test {secrets.token_hex(4)}"
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = t.user, t.user, subject
+    message.set_content("Scanned document attached.\n")
+    pdf = b"%PDF-1.4\n% a page from the demo scanner\n" + secrets.token_bytes(20_000)
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename="scan.pdf")
+    with smtplib.SMTP(t.host, t.graph, timeout=CLIENT_TIMEOUT) as smtp:
+        smtp.ehlo("scanner.invalid")
+        smtp.user, smtp.password = t.user, t.password
+        smtp.auth("LOGIN", smtp.auth_login, initial_response_ok=False)
+        ok("SCAN", f"AUTH LOGIN {t.user} on the Graph listener; the proxy took a Microsoft "
+           "Graph token for the account")
+        refused = smtp.send_message(message)
+        _expect(not refused, f"recipients refused: {refused}")
+    stored = [s for s in t.submissions() if s.through_graph and subject.encode() in s.data]
+    _expect(len(stored) == 1, "the demo Microsoft Graph did not receive the scan")
+    parsed = message_from_bytes(stored[0].data, policy=default)
+    attached = [part.get_content() for part in parsed.walk() if part.get_filename() == "scan.pdf"]
+    _expect(attached == [pdf], "the scan arrived without its PDF, or with other bytes")
+    ok("SCAN", f'the scan "{subject}" arrived through Graph\'s sendMail, PDF attached, for '
+       f'{", ".join(stored[0].recipients)}')

@@ -18,6 +18,13 @@ def config_text(
         f'upstream = "{schemes[name]}:{LOOPBACK}:{upstream[name]}"\nupstream_ca = "{ca}"\n'
         for name in ("imap", "pop3", "smtp")
     )
+    # Scan to e-mail through Microsoft Graph, for tenants with SMTP AUTH switched off; the demo's
+    # stand-in takes what fits one sendMail request.
+    listeners += (
+        f'\n[[listener]]\nprotocol = "smtp"\nlisten = "tcp:{ports["graph"]}:interface={LOOPBACK}"\n'
+        f'upstream = "graph"\ngraph_url = "http://{LOOPBACK}:{upstream["graph"]}"\n'
+        "max_message_mb = 2\n"
+    )
     return (
         "# Written by `xoauth2-proxy demo`; removed when the demo stops.\n"
         f'[store]\npath = "store"\n{listeners}\n'
@@ -51,6 +58,7 @@ xoauth2-proxy demo is running. Everything is on this machine; nothing talks to M
   The proxy            IMAP {LOOPBACK}:{ports['imap']}   POP3 {LOOPBACK}:{ports['pop3']}   SMTP {LOOPBACK}:{ports['smtp']}
   Stand-in Entra ID    http://{LOOPBACK}:{upstream['authority']} (token endpoint, client credentials)
   Stand-in Office 365  IMAP {upstream['imap']} (TLS), POP3 {upstream['pop3']} (TLS), SMTP {upstream['smtp']} (STARTTLS), all verified against a throwaway CA
+  Scan to e-mail       SMTP {LOOPBACK}:{ports['graph']}: the proxy takes the message and sends it through a stand-in Microsoft Graph, http://{LOOPBACK}:{upstream['graph']} (sendMail, up to 2 MB)
 
 Demo folder: {folder}
   (config.toml, the encrypted store, the CA; removed when the demo stops)
@@ -65,6 +73,7 @@ Or try it from a shell:
   curl 'imap://{LOOPBACK}:{ports['imap']}/INBOX;UID=1' {login}
   curl pop3://{LOOPBACK}:{ports['pop3']}/1 {login}
   printf 'Subject: hello\\r\\n\\r\\nSent through the proxy.\\r\\n' | curl smtp://{LOOPBACK}:{ports['smtp']} {login} --mail-from {user} --mail-rcpt {user} -T -
+  printf 'Subject: a scan\\r\\n\\r\\nSent through Graph.\\r\\n' | curl smtp://{LOOPBACK}:{ports['graph']} {login} --mail-from {user} --mail-rcpt {user} -T -
 
 Mail sent to {user} appears in the demo INBOX. A wrong password is refused, as it would be
 with Microsoft 365. Press Ctrl-C to stop."""

@@ -33,6 +33,7 @@ from ..errors import (
     AuthorisationExpired,
     AuthorisationFailed,
     ConfigError,
+    ConsentMissing,
     NeedsReauthorisation,
     ProxyError,
     SlowDown,
@@ -40,7 +41,8 @@ from ..errors import (
     TokenEndpointUnavailable,
     TokenRequestRefused,
 )
-from .aadsts import explain
+from ..resources import resources_in, scopes_for
+from .aadsts import error_codes, explain
 from .answers import (
     AuthRequest,
     DeviceCode,
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+NO_CONSENT = 65001  # AADSTS number: no consent for (some of) the requested scopes
 # 4xx answers that still mean "try again later".
 TEMPORARY_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
 # What a dead refresh token looks like: nothing but a new interactive sign-in helps.
@@ -108,12 +111,20 @@ class EntraClient:
 
     @property
     def scope(self) -> str:
+        """Every scope of the account, of all resources: what an authorisation request asks
+        consent for. A token request names one resource only (scope_for)."""
         return " ".join(self.account.scopes)
+
+    def scope_for(self, resource: str | None) -> str:
+        """The scopes of one token request: `resource`'s (None: the first the account names)."""
+        chosen = resource or next(iter(resources_in(self.account.scopes)), None)
+        return " ".join(scopes_for(self.account.scopes, chosen)) if chosen else self.scope
 
     # -- app-only and refresh: called at login time, from the proxy's thread pool --
 
-    def client_credentials(self) -> TokenSet:
-        """An app-only token, with the client secret or a certificate assertion."""
+    def client_credentials(self, resource: str | None = None) -> TokenSet:
+        """An app-only token for `resource` (None: the account's first), with the client
+        secret or a certificate assertion."""
         authentication = self._client_authentication()
         if not authentication:
             raise ConfigError(
@@ -121,17 +132,21 @@ class EntraClient:
                 "client_secret_file or certificate"
             )
         form = {"grant_type": "client_credentials", "client_id": self.account.client_id,
-                "scope": self.scope, **authentication}
+                "scope": self.scope_for(resource), **authentication}
         return self._token(form, self._refused)
 
-    def refresh(self, refresh_token: str) -> TokenSet:
-        """New tokens for a refresh token. Entra rotates refresh tokens: the TokenSet carries the
-        new one (or the old one if the answer has none), and it must be stored before use."""
+    def refresh(self, refresh_token: str, resource: str | None = None) -> TokenSet:
+        """New tokens for a refresh token, the access token for `resource` (None: the first).
+        Entra rotates refresh tokens: the TokenSet carries the new one (or the old one if the
+        answer has none), and it must be stored before use. ConsentMissing: nobody consented
+        to `resource`'s scopes (the refresh token itself is still good)."""
         form = {"grant_type": "refresh_token", "client_id": self.account.client_id,
-                "refresh_token": refresh_token, "scope": self.scope,
+                "refresh_token": refresh_token, "scope": self.scope_for(resource),
                 **self._client_authentication()}
 
         def refused(answer: _ErrorAnswer, text: str) -> ProxyError:
+            if NO_CONSENT in error_codes(answer.description, answer.codes):
+                return ConsentMissing(f"{self.account.username}: {text}")
             if answer.error in REAUTHORISE_ERRORS:
                 return NeedsReauthorisation(self.account.username, text)
             return self._refused(answer, text)
@@ -143,9 +158,11 @@ class EntraClient:
 
     # -- device code: `account add` on a machine without a browser --
 
-    def start_device_code(self) -> DeviceCode:
-        """Ask for a user code; TokenRequestRefused (e.g. unknown app) or a temporary error."""
-        form = {"client_id": self.account.client_id, "scope": self.scope}
+    def start_device_code(self, resource: str | None = None) -> DeviceCode:
+        """Ask for a user code; TokenRequestRefused (e.g. unknown app) or a temporary error.
+        One resource (None: the account's first): Entra ID takes a device code for scopes of
+        several resources, but refuses to redeem it (AADSTS28000)."""
+        form = {"client_id": self.account.client_id, "scope": self.scope_for(resource)}
         sent_at = self.clock()
         try:
             payload = self._post(self.endpoint("devicecode"), form)
@@ -213,12 +230,14 @@ class EntraClient:
         url = f"{self.endpoint('authorize')}?{urlencode(query)}"
         return AuthRequest(url=url, state=state, redirect_uri=redirect, code_verifier=verifier)
 
-    def redeem_code(self, request: AuthRequest, redirect_url_or_code: str) -> TokenSet:
-        """Tokens for the final redirect URL (state checked, `error` surfaced) or a bare code."""
+    def redeem_code(self, request: AuthRequest, redirect_url_or_code: str,
+                    resource: str | None = None) -> TokenSet:
+        """Tokens for the final redirect URL (state checked, `error` surfaced) or a bare code;
+        the access token is for `resource` (None: the first), consent was for every scope."""
         code = code_from_redirect(request, redirect_url_or_code)
         form = {"grant_type": "authorization_code", "client_id": self.account.client_id,
                 "code": code, "redirect_uri": request.redirect_uri,
-                "code_verifier": request.code_verifier, "scope": self.scope,
+                "code_verifier": request.code_verifier, "scope": self.scope_for(resource),
                 **self._client_authentication()}
 
         def refused(answer: _ErrorAnswer, text: str) -> ProxyError:

@@ -72,10 +72,12 @@ def device_code_flow(
     out: TextIO,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    resource: str | None = None,
 ) -> TokenSet:
-    """Run a device code sign-in: print what the user must do, poll until they have done it.
-    Raises AuthorisationDeclined, AuthorisationExpired or AuthorisationFailed with a sentence."""
-    device = client.start_device_code()
+    """Run a device code sign-in for `resource` (None: the account's first): print what the
+    user must do, poll until they have done it. Raises AuthorisationDeclined,
+    AuthorisationExpired or AuthorisationFailed with a sentence."""
+    device = client.start_device_code(resource)
     clock = client.clock
     until = time.strftime("%H:%M", time.localtime(device.expires_at))
     say(out)

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, StartTLS
-from ..config import Limits, ListenerConfig
+from ..config import Limits, ListenerConfig, Network
 from ..errors import ProxyError, TemporaryFailure
 from ..metrics import ProxyMetrics
 from .gateway import Gateway
@@ -176,8 +176,9 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
 
     def close_now(self) -> None:
         """The proxy is stopping and its grace period is over: end the session (and so its
-        upstream connection) without waiting for buffers to drain."""
-        self.stream.abortConnection()
+        upstream connection). A FIN, not a reset: the device sees an orderly close, and the
+        process exits right after, so a client that stopped reading cannot hold it open."""
+        self.stream.loseConnection()
 
     def _pre_login_timeout(self) -> None:
         self._timeout = None
@@ -242,7 +243,7 @@ class FrontFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
-        if host is not None and not _allowed(host, self.listener):
+        if host is not None and not address_within(host, self.listener.allow_from):
             log.warn("{protocol} refused connection from {host}: not in allow_from",
                      protocol=self.listener.protocol, host=host, listener=self.listener.name,
                      peer=host, event="refused", reason="not in allow_from")
@@ -274,6 +275,12 @@ class FrontFactory(Factory):
         return protocol
 
 
+def address_within(host: str | None, networks: tuple[Network, ...]) -> bool:
+    """Whether `host` (an IP address, IPv4-mapped or scoped forms too) is in one of `networks`."""
+    address = _address(host)
+    return address is not None and any(address in network for network in networks)
+
+
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address((host or "").split("%", 1)[0])
@@ -282,11 +289,6 @@ def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def _allowed(host: str, listener: ListenerConfig) -> bool:
-    address = _address(host)
-    return address is not None and any(address in network for network in listener.allow_from)
 
 
 def _is_loopback(host: str | None) -> bool:

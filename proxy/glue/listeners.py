@@ -3,6 +3,7 @@ factory its port keeps across reloads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -12,16 +13,21 @@ from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from ..actions import FrontSession
 from ..config import Config, Limits, ListenerConfig
 from ..config.changes import ListenerSpec
 from ..metrics import ProxyMetrics
-from ..protocols import cores_for
+from ..protocols import BUSY, cores_for
 from ..throttle import LoginThrottle, ThrottleSettings
+from ..tokens.blocking import RunBlocking
 from ..tokens.broker import TokenBroker
+from .balancer import BalancerFactory
 from .front import FrontFactory
 from .front_tls import ServerCertificate, server_certificate, server_tls_options
 from .gateway import Gateway
+from .graph_session import graph_front, graph_sign_in
 from .sessions import OpenSessions
+from .signed_in import SignIn
 from .upstream_connection import UpstreamTarget, upstream_sign_in
 
 log = Logger(namespace="xoauth2-proxy")
@@ -55,24 +61,40 @@ def build_factory(
     broker: TokenBroker,
     throttle: LoginThrottle,
     sessions: OpenSessions,
+    run_blocking: RunBlocking,
     metrics: ProxyMetrics,
 ) -> IProtocolFactory:
     """The factory for the listener's new connections; logs what an administrator must know
     about its TLS."""
     _log_security(listener, tls)
-    target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
-    cores = cores_for(listener.protocol, target.implicit_tls)
-    sign_in = upstream_sign_in(reactor, target, cores.make_login,
-                               metrics.upstream_timing(listener.name))
-    gateway = Gateway(reactor, broker, sign_in, throttle)
+    make_session, sign_in = _front_and_sign_in(listener, config, reactor, broker, run_blocking,
+                                               metrics)
+    gateway = Gateway(reactor, broker, sign_in, throttle, listener.resource)
     front = FrontFactory(
-        listener, cores.make_session, gateway, reactor, config.limits, cores.busy,
+        listener, make_session, gateway, reactor, config.limits, BUSY[listener.protocol],
         tls.options if tls and listener.tls == "starttls" else None, sessions, metrics,
     )
     metrics.listener_started(listener.name)
+    factory: IProtocolFactory = front
     if tls and listener.tls == "implicit":
-        return TLSMemoryBIOFactory(tls.options, False, front)
-    return front
+        factory = TLSMemoryBIOFactory(tls.options, False, front)
+    if listener.behind_balancer:
+        factory = BalancerFactory(factory, listener, reactor)
+    return factory
+
+
+def _front_and_sign_in(
+    listener: ListenerConfig, config: Config, reactor: Any, broker: TokenBroker,
+    run_blocking: RunBlocking, metrics: ProxyMetrics,
+) -> tuple[Callable[..., FrontSession], SignIn]:
+    """The listener's pre-login session and how its logins sign in: to a TCP upstream, or
+    (upstream = "graph") to nothing but a Graph token."""
+    if listener.sends_through_graph:
+        return graph_front(listener), graph_sign_in(reactor, listener, broker, run_blocking)
+    target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
+    cores = cores_for(listener.protocol, target.implicit_tls)
+    return cores.make_session, upstream_sign_in(reactor, target, cores.make_login,
+                                                metrics.upstream_timing(listener.name))
 
 
 class ListenerFactory(Factory):

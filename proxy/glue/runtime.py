@@ -28,6 +28,7 @@ from ..store import open_store
 from ..throttle import LoginThrottle
 from ..tokens.blocking import blocking_runner
 from ..tokens.broker import TokenBroker
+from .balancer import inner_endpoint
 from .listeners import (
     ListenerFactory,
     ListenerTLS,
@@ -148,7 +149,8 @@ class Runtime:
         sessions.update({spec.key: self.listeners[spec.key].sessions for spec in changes.changed})
         factories = {
             spec.key: build_factory(spec.config, new, prepared[spec.key].tls, self.reactor,
-                                    self.broker, self.throttle, sessions[spec.key], self.metrics)
+                                    self.broker, self.throttle, sessions[spec.key],
+                                    self.run_blocking, self.metrics)
             for spec in changes.added + changes.changed
         }
         removed = [self.listeners[spec.key] for spec in changes.removed]
@@ -194,7 +196,7 @@ class Runtime:
         for spec in added:
             entry = ListenerFactory(factories[spec.key])
             try:
-                port = await serverFromString(self.reactor, spec.key).listen(entry)
+                port = await serverFromString(self.reactor, inner_endpoint(spec.key)).listen(entry)
             except Exception as e:  # CannotListenError, or an endpoint's own errors
                 for running in bound.values():
                     await defer.maybeDeferred(running.port.stopListening)
@@ -211,7 +213,8 @@ class Runtime:
     async def _listen_again(self, running: RunningListener) -> None:
         """A refused reload puts back a listener it had released."""
         try:
-            running.port = await serverFromString(self.reactor, running.spec.key).listen(running.entry)
+            endpoint = serverFromString(self.reactor, inner_endpoint(running.spec.key))
+            running.port = await endpoint.listen(running.entry)
         except Exception as e:  # taken meanwhile by another program: say so loudly
             self._retire(self.listeners.pop(running.spec.key))
             log.error("{name}: could not listen again after a refused reload: {reason}",
@@ -251,6 +254,8 @@ class Runtime:
         finally:
             self._changing.release()
             if self.started_at is not None:
+                # Closing a database pool waits for its connections: not on the reactor thread.
+                await self.run_blocking(self.store.close)
                 self.pool.stop()
         log.info("stopped", event="stopped")
 

@@ -1,8 +1,8 @@
 """What the device side gets once a login has been accepted upstream: one signed-in object.
 
 The front hands it the rest of the client's stream and needs nothing else from it, so whatever
-serves the session after login (the relay to a TCP upstream today; a local receiving core that
-sends through Microsoft Graph tomorrow) fits behind the same small interface.
+serves the session after login (the relay to a TCP upstream; a local receiving core that sends
+through Microsoft Graph) fits behind the same small interface.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..actions import LoggedIn
+from ..tokens.broker import Grant
 from .transport import StreamTransport
 
 # Called once when the session is over: (bytes from the client, bytes to the client).
@@ -51,5 +52,5 @@ class SignedIn(Protocol):
         """Let go unused (the client left during login)."""
 
 
-# Signs in upstream for (mailbox, access token); raises ProxyError.
-SignIn = Callable[[str, str], Awaitable[SignedIn]]
+# Signs in upstream with a grant (mailbox, access token, and what renews it); raises ProxyError.
+SignIn = Callable[[Grant], Awaitable[SignedIn]]

@@ -31,6 +31,7 @@ from ..actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLog
 from ..config import ListenerConfig, endpoint_parts
 from ..errors import UpstreamUnavailable
 from ..metrics import Timing
+from ..tokens.broker import Grant
 from .relay import Relay
 from .signed_in import ClientReader, SessionEnded, SignedIn, SignIn
 from .transport import StreamProtocol, StreamTransport
@@ -211,8 +212,9 @@ def upstream_sign_in(
 ) -> SignIn:
     """Signs in to `target` with the listener's login core, for the gateway."""
 
-    def sign_in(mailbox: str, token: str) -> Awaitable[SignedIn]:
-        return connect_upstream(reactor, target, lambda: make_login(mailbox, token), timing)
+    def sign_in(grant: Grant) -> Awaitable[SignedIn]:
+        return connect_upstream(
+            reactor, target, lambda: make_login(grant.mailbox, grant.access_token), timing)
 
     return sign_in
 

@@ -11,7 +11,6 @@ deleted. No token, upload URL or message content reaches a log line or an outcom
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 import uuid
@@ -22,6 +21,8 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from ..resources import GRAPH_URL
+from ..urls import secure_or_loopback, service_base_url
 from .addresses import envelope_only, first_address
 from .answers import (
     ADD_ATTACHMENT,
@@ -42,7 +43,7 @@ from .streams import StreamBody
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_GRAPH_URL = GRAPH_URL
 MIME_LIMIT = 3_000_000  # bytes of MIME per sendMail: its base64 stays under 4 MB
 MAX_MESSAGE = 150 * 1024 * 1024  # Exchange Online's highest message size limit
 UPLOAD_PIECE = 10 * 320 * 1024  # bytes per PUT: under Graph's 4 MB, in 320 KiB multiples
@@ -59,27 +60,7 @@ class Envelope:
 def graph_base_url(url: str) -> str:
     """`url` checked and without a trailing slash: https, or http to this machine only (a
     local stand-in in tests), with no path (the client adds /v1.0)."""
-    parts = urlsplit(url.strip())
-    if not _secure_or_loopback(url.strip()):
-        raise ValueError(f"graph_url = {url!r}: expected an https:// URL")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ValueError(f"graph_url = {url!r}: expected a URL without a path, such as "
-                         f"{DEFAULT_GRAPH_URL}")
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _secure_or_loopback(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return True
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
+    return service_base_url(url, "graph_url", DEFAULT_GRAPH_URL)
 
 
 class GraphClient:
@@ -191,7 +172,7 @@ class _Submission:
         if not isinstance(answer, requests.Response):
             return answer
         upload_url = _json(answer).get("uploadUrl")
-        if not isinstance(upload_url, str) or not _secure_or_loopback(upload_url):
+        if not isinstance(upload_url, str) or not secure_or_loopback(upload_url):
             return Temporary("Microsoft Graph gave no usable upload URL for an attachment",
                              code="no uploadUrl", request_id=answer.headers.get("request-id"))
         content = StreamBody(decoded(self.message, part.leaf), part.size)

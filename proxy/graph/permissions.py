@@ -32,6 +32,10 @@ class GraphGrant:
     def for_graph(self) -> bool:
         return self.audience in GRAPH_AUDIENCES
 
+    @property
+    def can_send(self) -> bool:
+        return SEND in self.permissions
+
     def explain(self, mailbox: str) -> str:
         """Plain words on what this token can send for `mailbox`."""
         kind = "application" if self.app_only else "delegated"

@@ -2,8 +2,9 @@
 
 Every backend keeps the same encrypted record (proxy.store.record) per account and provides
 this Protocol; the token broker and the account commands use nothing else. Methods block
-(disk, database, scrypt): call them from a thread pool. User names are matched without regard
-to case.
+(disk, database, key derivation): call them from a thread pool. User names are matched without
+regard to case. A backend that cannot reach where it keeps the records raises StoreUnavailable
+(a temporary failure).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from .record import AccountMeta, Secrets, UnlockKey
+from .record import AccountMeta, Record, Secrets, UnlockKey
+
+# Compared, never interpreted: equal stamps mean the record was not written in between.
+Stamp = tuple[int, ...]
 
 
 class Store(Protocol):
@@ -27,8 +31,21 @@ class Store(Protocol):
     def list_meta(self) -> list[AccountMeta]:
         """Every account's meta, sorted by user name."""
 
+    def records(self) -> list[Record]:
+        """Every account's record as kept (sealed), sorted by user name: for copying."""
+
+    def put_record(self, record: Record) -> bool:
+        """Keep a sealed record as it is, unless the account already has one (False then)."""
+
+    def stamp(self, username: str) -> Stamp | None:
+        """A cheap value that changes whenever the account's record is written or removed
+        (None without a record): whoever holds the secrets reloads them only when it changed."""
+
     def new_key(self, password: str) -> UnlockKey:
         """A key for a new account or a new password (fresh salt, the store's cost). Slow."""
+
+    def outdated(self, key: UnlockKey) -> bool:
+        """Whether `key` was derived at another cost than new keys get: re-seal the record."""
 
     def derive_key(self, username: str, password: str) -> UnlockKey:
         """The key `password` gives for the account's record; AccountNotReady without one. Slow."""
@@ -53,4 +70,8 @@ class Store(Protocol):
 
     def lock(self, username: str) -> AbstractContextManager[None]:
         """The account's exclusive lock, across threads and processes (and, for a shared
-        backend, machines); nestable in one thread. Held around load, refresh, save."""
+        backend, machines); nestable in one thread. Held around load, refresh, save; what is
+        saved under it is durable when it is released."""
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""

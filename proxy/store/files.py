@@ -24,18 +24,19 @@ from filelock import FileLock
 
 from ..errors import AccountNotReady, StoreFileInvalid
 from ..private_files import PRIVATE_FILE_MODE, fsync_dir, make_private_folder, write_atomically
+from .contract import Stamp
+from .kdf import DEFAULT_KDF, KdfParams
 from .record import (
-    DEFAULT_KDF,
     MAX_RECORD_BYTES,
     AccountMeta,
     Record,
-    ScryptParams,
     Secrets,
     UnlockKey,
     account_name,
     check_meta_changes,
     new_key,
 )
+from .rekey import change_password
 
 
 @dataclass
@@ -49,7 +50,7 @@ class FileStore:
     """The account files under `root`. Safe to share between threads of one process; other
     processes are kept in step by the per-account file lock."""
 
-    def __init__(self, root: Path, kdf: ScryptParams = DEFAULT_KDF) -> None:
+    def __init__(self, root: Path, kdf: KdfParams = DEFAULT_KDF) -> None:
         self.root = Path(root)
         self.accounts = self.root / "accounts"
         self.kdf = kdf
@@ -76,6 +77,10 @@ class FileStore:
 
     def list_meta(self) -> list[AccountMeta]:
         """Every account's meta, sorted by user name; left-over temporary files are ignored."""
+        return [record.meta for record in self.records()]
+
+    def records(self) -> list[Record]:
+        """Every account's record as it is kept, sorted by user name."""
         found = []
         for path in sorted(self.accounts.glob("*.json")):
             record = self._read(path, None)
@@ -87,14 +92,26 @@ class FileStore:
                     f"holds the account {record.meta.username!r} but is not named after it",
                     f"Move it back to {self.path(record.meta.username).name} or delete it",
                 )
-            found.append(record.meta)
-        return sorted(found, key=lambda meta: meta.username)
+            found.append(record)
+        return sorted(found, key=lambda record: record.meta.username)
+
+    def stamp(self, username: str) -> Stamp | None:
+        """The account file's inode, size and modification time: every write replaces the
+        file, so any change gives another stamp. One stat, no read."""
+        try:
+            found = os.stat(self.path(username))
+        except FileNotFoundError:
+            return None
+        return (found.st_ino, found.st_size, found.st_mtime_ns)
 
     # -- keys --
 
     def new_key(self, password: str) -> UnlockKey:
-        """A key for a new account or a new password: fresh salt, this store's scrypt cost. Slow."""
+        """A key for a new account or a new password: fresh salt, this store's KDF cost. Slow."""
         return new_key(password, self.kdf)
+
+    def outdated(self, key: UnlockKey) -> bool:
+        return key.params != self.kdf
 
     def derive_key(self, username: str, password: str) -> UnlockKey:
         """The key `password` gives for the account's file, using the file's salt and cost. Slow.
@@ -167,17 +184,24 @@ class FileStore:
             fsync_dir(self.accounts)
             return True
 
+    def put_record(self, record: Record) -> bool:
+        """Keep `record` as it is (still sealed) unless the account has one; False then."""
+        name = record.meta.username
+        with self.lock(name):
+            if self.exists(name):
+                return False
+            self._write(name, record)
+            return True
+
+    def close(self) -> None:
+        """Nothing to release: every method opens and closes its own files."""
+
     def change_password(self, username: str, old_password: str, new_password: str) -> UnlockKey:
         """Re-encrypt the account under `new_password` with a new salt; returns the new key.
 
         Raises WrongPassword (nothing changed) when `old_password` is wrong.
         """
-        name = account_name(username)
-        with self.lock(name):
-            secrets = self.load(name, self.derive_key(name, old_password))
-            key = self.new_key(new_password)
-            self.save(name, key, secrets)
-            return key
+        return change_password(self, username, old_password, new_password)
 
     @contextlib.contextmanager
     def lock(self, username: str) -> Iterator[None]:

@@ -2,16 +2,20 @@
 
 A record (format 1) is JSON:
     {"format": 1,
-     "kdf": {"name": "scrypt", "n": 32768, "r": 8, "p": 1, "salt": "<base64>"},
+     "kdf": {"name": "argon2id", "memory_kib": 47104, "iterations": 1, "lanes": 1,
+             "salt": "<base64>"},   (or {"name": "scrypt", "n": ..., "r": ..., "p": ...})
      "cipher": "AES-256-GCM", "nonce": "<base64>", "ciphertext": "<base64>",
      "meta": {"username": ..., "mailbox": ..., "flow": ..., "state": "ok", ...}}
-The ciphertext holds the Secrets as JSON. Its GCM associated data names the format and the
-account, so a record copied onto another account does not decrypt there. "meta" is deliberately
-not authenticated: the proxy changes state and expiry without knowing the password, and
-whoever can write the record can delete it anyway.
+The ciphertext holds the Secrets as JSON: the refresh token, the Exchange Online access token and
+its expiry (the fields every record has), and, for an account that also sends through Microsoft
+Graph, "access_tokens": {"graph": {"access_token": ..., "access_expires_at": ...}} (absent when
+empty, so records written before it existed read the same). Its GCM associated data names the
+format and the account, so a record copied onto another account does not decrypt there. "meta"
+is deliberately not authenticated: the proxy changes state and expiry without knowing the
+password, and whoever can write the record can delete it anyway.
 
-Pure: no files, no locks, no clock but the timestamps in meta. Key derivation is slow (scrypt):
-call it from a thread pool.
+Pure: no files, no locks, no clock but the timestamps in meta. Key derivation is slow
+(proxy.store.kdf): call it from a thread pool.
 """
 
 from __future__ import annotations
@@ -22,53 +26,26 @@ import dataclasses
 import json
 import os
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import StaleKey, StoreFileInvalid, WrongPassword
+from ..resources import OUTLOOK
+from .kdf import KDF_NAMES, KdfParams, derive, params_from_json
 
 FORMAT = 1
-KDF_NAME = "scrypt"
 CIPHER = "AES-256-GCM"
 SALT_BYTES = 16
 NONCE_BYTES = 12
-KEY_BYTES = 32
 MAX_RECORD_BYTES = 1 << 20  # a real record is about 1 KiB; refuse to parse anything absurd
 
 State = Literal["ok", "needs_reauth"]
 STATES: tuple[str, ...] = get_args(State)
 
 
-@dataclass(frozen=True)
-class ScryptParams:
-    """scrypt cost, stored in each record so it can be raised later without breaking old ones.
-
-    The default needs 32 MiB and took 97-137 ms (about 110 ms typical) per derivation on one
-    core of a 2-vCPU AMD EPYC VM with cryptography 50; n=2**14 took about 45 ms, 2**16 about
-    225 ms. A derivation happens only when the proxy has no cached key for the account.
-    """
-
-    n: int = 2**15
-    r: int = 8
-    p: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("n", "r", "p"):
-            if type(getattr(self, name)) is not int:
-                raise ValueError(f"scrypt {name} must be an integer")
-        # Upper bounds stop a tampered record from asking for gigabytes of memory.
-        if not (2 <= self.n <= 2**20 and self.n & (self.n - 1) == 0):
-            raise ValueError("scrypt n must be a power of two between 2 and 2**20")
-        if not (1 <= self.r <= 32 and 1 <= self.p <= 16):
-            raise ValueError("scrypt r must be 1..32 and p 1..16")
-
-
-DEFAULT_KDF = ScryptParams()
 
 
 @dataclass(frozen=True)
@@ -77,7 +54,7 @@ class UnlockKey:
 
     key: bytes = field(repr=False)
     salt: bytes
-    params: ScryptParams
+    params: KdfParams
 
 
 @dataclass(frozen=True)
@@ -110,14 +87,47 @@ class AccountMeta:
             object.__setattr__(self, name, float(value))
 
 
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token for one resource (proxy.resources) and when it expires."""
+
+    token: str = field(repr=False)
+    expires_at: float | None = None
+
+
 @dataclass(frozen=True, repr=False)
 class Secrets:
-    """The encrypted part of an account. `extra` is free for flows that need more."""
+    """The encrypted part of an account. `access_token` is for Exchange Online (OUTLOOK); other
+    resources' tokens are in `other_tokens`, by resource. `extra` is free for flows that need
+    more."""
 
     refresh_token: str | None = None
     access_token: str | None = None
     access_expires_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    other_tokens: dict[str, AccessToken] = field(default_factory=dict)
+
+    def token_for(self, resource: str) -> AccessToken | None:
+        if resource == OUTLOOK:
+            token = self.access_token
+            return None if token is None else AccessToken(token, self.access_expires_at)
+        return self.other_tokens.get(resource)
+
+    def with_token(self, resource: str, token: AccessToken, refresh_token: str | None) -> Secrets:
+        """These secrets with `resource`'s access token and the refresh token replaced."""
+        if resource == OUTLOOK:
+            return dataclasses.replace(self, refresh_token=refresh_token,
+                                       access_token=token.token,
+                                       access_expires_at=token.expires_at)
+        others = {**self.other_tokens, resource: token}
+        return dataclasses.replace(self, refresh_token=refresh_token, other_tokens=others)
+
+    @property
+    def first_expiry(self) -> float | None:
+        """When the first of the access tokens expires (for meta), None without any."""
+        expiries = [t.expires_at for t in (self.token_for(OUTLOOK), *self.other_tokens.values())
+                    if t is not None and t.expires_at is not None]
+        return min(expiries, default=None)
 
     def __repr__(self) -> str:
         def hidden(value: object) -> str:
@@ -127,7 +137,8 @@ class Secrets:
             f"Secrets(refresh_token={hidden(self.refresh_token)}, "
             f"access_token={hidden(self.access_token)}, "
             f"access_expires_at={self.access_expires_at!r}, "
-            f"extra=<{len(self.extra)} hidden item(s)>)"
+            f"extra=<{len(self.extra)} hidden item(s)>, "
+            f"other_tokens=<{', '.join(sorted(self.other_tokens)) or 'none'}>)"
         )
 
 
@@ -138,7 +149,7 @@ def account_name(username: str) -> str:
     return username.lower()
 
 
-def new_key(password: str, params: ScryptParams) -> UnlockKey:
+def new_key(password: str, params: KdfParams) -> UnlockKey:
     """A key for a new account or a new password: fresh salt. Slow."""
     return _derive(password, os.urandom(SALT_BYTES), params)
 
@@ -147,7 +158,7 @@ def new_key(password: str, params: ScryptParams) -> UnlockKey:
 class Record:
     """One account's record: the KDF's salt and cost, the sealed secrets, the readable meta."""
 
-    params: ScryptParams
+    params: KdfParams
     salt: bytes
     nonce: bytes
     ciphertext: bytes
@@ -161,7 +172,7 @@ class Record:
         meta = dataclasses.replace(
             meta,
             username=name,
-            access_expires_at=secrets.access_expires_at,
+            access_expires_at=secrets.first_expiry,
             refresh_token_present=bool(secrets.refresh_token),
             updated_at=time.time(),
         )
@@ -197,13 +208,7 @@ class Record:
     def to_bytes(self) -> bytes:
         data = {
             "format": FORMAT,
-            "kdf": {
-                "name": KDF_NAME,
-                "n": self.params.n,
-                "r": self.params.r,
-                "p": self.params.p,
-                "salt": _b64(self.salt),
-            },
+            "kdf": {**self.params.to_json(), "salt": _b64(self.salt)},
             "cipher": CIPHER,
             "nonce": _b64(self.nonce),
             "ciphertext": _b64(self.ciphertext),
@@ -240,20 +245,22 @@ def _aad(name: str) -> bytes:
     return f"xoauth2-proxy account file, format {FORMAT}\0{name}".encode()
 
 
-def _derive(password: str, salt: bytes, params: ScryptParams) -> UnlockKey:
-    # NFC: the same password typed on two systems may arrive composed or decomposed.
-    secret = unicodedata.normalize("NFC", password).encode("utf-8")
-    key = Scrypt(salt=salt, length=KEY_BYTES, n=params.n, r=params.r, p=params.p).derive(secret)
-    return UnlockKey(key, salt, params)
+def _derive(password: str, salt: bytes, params: KdfParams) -> UnlockKey:
+    return UnlockKey(derive(password, salt, params), salt, params)
 
 
 def _encode_secrets(secrets: Secrets) -> bytes:
-    payload = {
+    payload: dict[str, Any] = {
         "refresh_token": secrets.refresh_token,
         "access_token": secrets.access_token,
         "access_expires_at": secrets.access_expires_at,
         "extra": secrets.extra,
     }
+    if secrets.other_tokens:
+        payload["access_tokens"] = {
+            resource: {"access_token": t.token, "access_expires_at": t.expires_at}
+            for resource, t in secrets.other_tokens.items()
+        }
     return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -266,11 +273,20 @@ def _decode_secrets(where: object, plain: bytes, name: str) -> Secrets:
             raise ValueError("tokens must be strings")
         if not (expires is None or type(expires) in (int, float)) or not isinstance(extra, dict):
             raise ValueError("bad expiry or extra")
-    except (ValueError, KeyError, TypeError) as e:
+        others = {resource: _access_token(entry)
+                  for resource, entry in data.get("access_tokens", {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise StoreFileInvalid(
             where, f"decrypts to unexpected content ({e})", repair_advice(name)
         ) from None
-    return Secrets(refresh, access, None if expires is None else float(expires), extra)
+    return Secrets(refresh, access, None if expires is None else float(expires), extra, others)
+
+
+def _access_token(entry: Any) -> AccessToken:
+    token, expires = entry["access_token"], entry["access_expires_at"]
+    if not isinstance(token, str) or not (expires is None or type(expires) in (int, float)):
+        raise ValueError("bad access token of a resource")
+    return AccessToken(token, None if expires is None else float(expires))
 
 
 def _parse(raw: bytes, where: object, name: str | None) -> Record:
@@ -295,13 +311,14 @@ def _parse(raw: bytes, where: object, name: str | None) -> Record:
     if version != FORMAT:
         raise unsupported(f"has format {version}; this version reads format {FORMAT} only")
     kdf = data.get("kdf")
-    if not isinstance(kdf, dict) or kdf.get("name") != KDF_NAME:
+    if not isinstance(kdf, dict) or kdf.get("name") not in KDF_NAMES:
         shown = kdf.get("name") if isinstance(kdf, dict) else kdf
-        raise unsupported(f"uses key derivation {shown!r}; this version knows only {KDF_NAME}")
+        raise unsupported(f"uses key derivation {shown!r}; this version knows only "
+                          f"{' and '.join(KDF_NAMES)}")
     if data.get("cipher") != CIPHER:
         raise unsupported(f"uses cipher {data.get('cipher')!r}; this version knows only {CIPHER}")
     try:
-        params = ScryptParams(kdf["n"], kdf["r"], kdf["p"])
+        params = params_from_json(kdf)
         salt = _unb64(kdf["salt"], "salt")
         nonce = _unb64(data["nonce"], "nonce")
         ciphertext = _unb64(data["ciphertext"], "ciphertext")

@@ -1,13 +1,22 @@
 """The token broker: local password in, access token out.
 
-It unlocks an account's stored record (one KDF per account and password per process; after that
-a login costs an HMAC and a read of the small record, which is how a password changed or an
-account re-authorised by another process is noticed), keeps the access token until shortly
-before it expires, and refreshes it with at most one request per account at a time, however many
-clients log in at once. A refresh runs under the store's account lock, re-reads the record
+It unlocks an account's stored record (one KDF per account and password per process, a few at a
+time; a record sealed at an older KDF cost is re-sealed then; after that a login costs an HMAC
+and the store's change stamp, and the record is read again only when the stamp changed, which is
+how a password changed, an account removed or re-authorised by another process or instance is
+noticed), keeps the access token until shortly before it expires, and refreshes it with at most
+one request per account at a time, however many clients log in at once. A refresh runs under the store's account lock, re-reads the record
 (another process may have refreshed already) and saves a rotated refresh token before the new
-access token is handed out. A temporary failure keeps every stored token; the next request waits for a backoff,
-and the current access token is used meanwhile while it is still valid (see TokenBroker).
+access token is handed out. A temporary failure keeps every stored token; the next request waits
+for a backoff, and the current access token is used meanwhile while it is still valid (see
+TokenBroker). When the store cannot be reached (a database that is down), an unlocked account
+keeps working from memory while its access token lasts.
+
+Tokens are per resource (proxy.resources): an account serving IMAP and sending through Microsoft
+Graph holds an Exchange token and a Graph token, both refreshed from its one refresh token, one
+request at a time per account (the refresh token rotates, whichever resource asks). A session
+that outlives its token, or whose token is refused, gets a new one with `renew`, from the key
+the login unlocked: the device's password is never kept.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, DeferredSemaphore
 from twisted.logger import Logger
 
 from ..account_state import RefreshTrouble
@@ -33,15 +42,26 @@ from ..errors import (
     NeedsReauthorisation,
     ProxyError,
     StaleKey,
+    StoreUnavailable,
     TemporaryFailure,
     Throttled,
     TokenEndpointUnavailable,
     TokenRequestRefused,
     WrongPassword,
 )
-from ..store.contract import Store
+from ..resources import OUTLOOK
+from ..store.contract import Stamp, Store
 from ..store.record import Secrets, UnlockKey
 from .blocking import RunBlocking
+from .records import (
+    SaveFailed,
+    Unsaved,
+    changed_record,
+    open_record,
+    read_record,
+    refresh_record,
+    save_pending,
+)
 
 log = Logger(namespace="xoauth2-proxy")
 
@@ -54,8 +74,11 @@ REFRESH_MARGIN = 300.0
 MIN_REMAINING = 30.0
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 120.0
-# What counts as "Entra ID is in the way for now" (as opposed to a local problem).
-BACKOFF_ERRORS = (TokenEndpointUnavailable, Throttled, TokenRequestRefused)
+# What counts as "Entra ID or the database is in the way for now" (as opposed to a local problem).
+BACKOFF_ERRORS = (TokenEndpointUnavailable, Throttled, TokenRequestRefused, StoreUnavailable)
+# Key derivations at once: each takes its memory cost (46 MiB for Argon2id), and after a
+# restart every device logs in within seconds; more than the cores would only queue in the CPU.
+PARALLEL_DERIVATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,11 @@ class Grant:
     mailbox: str
     access_token: str = field(repr=False)
     fresh: bool  # just issued by Entra ID, so an upstream refusal is not a stale cache
+    username: str = ""
+    resource: str = OUTLOOK
+    # What `renew` needs instead of the password: the key the login unlocked the record with.
+    key: UnlockKey | None = field(default=None, repr=False, compare=False)
+    expires_at: float | None = None
 
 
 @dataclass
@@ -70,15 +98,9 @@ class _Unlocked:
     key: UnlockKey
     password_digest: bytes
     secrets: Secrets
-    refused: str | None = None  # fingerprint of an access token the upstream refused
-
-
-@dataclass
-class _Unsaved:
-    """Tokens Entra ID issued that could not be written: written before anything else."""
-
-    secrets: Secrets
-    replaced: str | None  # the refresh token they replace, which the store still holds
+    stamp: Stamp | None  # the record's change stamp when `secrets` were read
+    # Per resource, the fingerprint of an access token the upstream refused.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,13 +108,6 @@ class _Backoff:
     until: float
     delay: float
     error: TemporaryFailure
-
-
-class _SaveFailed(TemporaryFailure):
-    def __init__(self, secrets: Secrets, replaced: str | None, reason: str) -> None:
-        super().__init__(f"Could not save the refreshed credentials: {reason}")
-        self.secrets = secrets
-        self.replaced = replaced
 
 
 class TokenBroker:
@@ -128,18 +143,20 @@ class TokenBroker:
         self._retry_backoff = retry_backoff
         self._pepper = os.urandom(32)  # password digests are only comparable in this process
         self._unlocked: dict[str, _Unlocked] = {}
-        self._unsaved: dict[str, _Unsaved] = {}
+        self._unsaved: dict[str, Unsaved] = {}
         self._backoff: dict[str, _Backoff] = {}
         self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
+        self._derivations = DeferredSemaphore(PARALLEL_DERIVATIONS)
         self._clients: dict[str, EntraClient] = {}
         # Called (from the thread pool) after each token request: None or how it failed.
         self._on_token_request = on_token_request or (lambda error: None)
         # Accounts whose token requests keep failing, for the admin page; cleared by a success.
         self.trouble: dict[str, RefreshTrouble] = {}
 
-    async def grant(self, username: str, password: str) -> Grant:
-        """An access token for `username`; raises WrongPassword, NeedsReauthorisation or a
-        TemporaryFailure. Never sends anything to Entra ID before the password is verified."""
+    async def grant(self, username: str, password: str, resource: str = OUTLOOK) -> Grant:
+        """An access token for `username` and `resource`; raises WrongPassword,
+        NeedsReauthorisation or a TemporaryFailure. Never sends anything to Entra ID before the
+        password is verified."""
         account = self.config.accounts.get(username.lower())
         if account is None:
             raise WrongPassword()  # unknown and wrong look the same to a guesser
@@ -148,12 +165,37 @@ class TokenBroker:
         await lock.acquire()
         try:
             try:
-                return await self._grant_locked(account, password)
+                return await self._grant_locked(account, password, resource)
             except StaleKey:
                 # The record was re-encrypted (account passwd / add) since we unlocked it: the
                 # password must be checked again against the new record.
                 self._unlocked.pop(name, None)
-                return await self._grant_locked(account, password)
+                return await self._grant_locked(account, password, resource)
+        finally:
+            lock.release()
+
+    async def renew(self, grant: Grant, refused: bool) -> Grant:
+        """A token for the same account and resource as `grant`, for a session that has no
+        password to give: a fresh one if `refused` (the upstream refused grant's token), else
+        the current one, refreshed when it is close to expiry. Raises StaleKey (the password
+        was changed meanwhile: the session must end) or a TemporaryFailure."""
+        account = self.config.account(grant.username)
+        assert grant.key is not None, "renew needs a grant made by this broker"
+        key, name = grant.key, account.username.lower()
+        lock = self._locks[name]
+        await lock.acquire()
+        try:
+            cached = self._unlocked.get(name)
+            if cached is not None and cached.key == key:
+                unlocked = cached
+                await self._follow(account, unlocked)
+            else:
+                secrets, stamp = await self._run(
+                    lambda: read_record(self.store, account.username, key))
+                unlocked = _Unlocked(key, b"", secrets, stamp)
+            if refused:
+                unlocked.refused[grant.resource] = _fingerprint(grant.access_token)
+            return await self._grant_unlocked(account, unlocked, grant.resource)
         finally:
             lock.release()
 
@@ -173,35 +215,42 @@ class TokenBroker:
         self.trouble.pop(username.lower(), None)
         self._backoff.pop(username.lower(), None)
 
-    def forget_access_token(self, username: str) -> None:
+    def forget_access_token(self, username: str, resource: str = OUTLOOK) -> None:
         """The upstream refused the cached token (revoked early): the next grant refreshes."""
         unlocked = self._unlocked.get(username.lower())
-        if unlocked is not None and unlocked.secrets.access_token:
-            unlocked.refused = _fingerprint(unlocked.secrets.access_token)
+        token = unlocked.secrets.token_for(resource) if unlocked is not None else None
+        if unlocked is not None and token is not None:
+            unlocked.refused[resource] = _fingerprint(token.token)
 
-    async def _grant_locked(self, account: AccountConfig, password: str) -> Grant:
-        name = account.username.lower()
+    async def _grant_locked(self, account: AccountConfig, password: str, resource: str) -> Grant:
         unlocked = await self._unlock(account, password)
+        return await self._grant_unlocked(account, unlocked, resource)
+
+    async def _grant_unlocked(self, account: AccountConfig, unlocked: _Unlocked,
+                              resource: str) -> Grant:
+        name = account.username.lower()
         pending = self._unsaved.get(name)
         if pending is not None:
-            # Raises _SaveFailed again if the store still refuses: the tokens stay pending.
+            # Raises SaveFailed again if the store still refuses: the tokens stay pending.
             unlocked.secrets = await self._run(
-                lambda: self._save_pending(account, unlocked.key, pending)
+                lambda: save_pending(self.store, account.username, unlocked.key, pending)
             )
             del self._unsaved[name]
-        if self._usable(unlocked.secrets, unlocked.refused, self._margin):
-            return self._grant(account, unlocked, fresh=False)
+        refused = unlocked.refused.get(resource)
+        if self._usable(unlocked.secrets, resource, refused, self._margin):
+            return self._grant(account, unlocked, resource, fresh=False)
         backoff = self._backoff.get(name)
         if backoff is not None and self._now() < backoff.until:
-            if self._fallback_usable(unlocked):
-                return self._grant(account, unlocked, fresh=False)
+            if self._fallback_usable(unlocked, resource):
+                return self._grant(account, unlocked, resource, fresh=False)
             raise backoff.error.with_traceback(None)
         try:
-            unlocked.secrets = await self._run(
-                lambda: self._refresh_blocking(account, unlocked.key, unlocked.refused)
-            )
-        except _SaveFailed as e:
-            self._unsaved[name] = _Unsaved(e.secrets, e.replaced)
+            unlocked.secrets, unlocked.stamp = await self._run(lambda: refresh_record(
+                self.store, account.username, unlocked.key, resource,
+                lambda secrets: self._usable(secrets, resource, refused, self._margin),
+                lambda secrets: self._request_tokens(account, secrets, resource)))
+        except SaveFailed as e:
+            self._unsaved[name] = e.unsaved
             raise
         except NeedsReauthorisation as e:
             self._note_trouble(name, e)
@@ -209,49 +258,54 @@ class TokenBroker:
         except BACKOFF_ERRORS as e:
             self._note_trouble(name, e)
             self._note_failure(name, e)
-            if self._fallback_usable(unlocked):
+            if self._fallback_usable(unlocked, resource):
                 log.warn("{user}: token refresh failed ({error}); the current access token is "
                          "still valid and is used meanwhile", user=account.username,
                          error=e.message, account=account.username,
                          event="token_refresh_failed", reason=e.message)
-                return self._grant(account, unlocked, fresh=False)
+                return self._grant(account, unlocked, resource, fresh=False)
             raise
         self._backoff.pop(name, None)
         self.trouble.pop(name, None)
-        unlocked.refused = None
-        return self._grant(account, unlocked, fresh=True)
+        unlocked.refused.pop(resource, None)
+        return self._grant(account, unlocked, resource, fresh=True)
 
-    def _grant(self, account: AccountConfig, unlocked: _Unlocked, fresh: bool) -> Grant:
-        assert unlocked.secrets.access_token is not None
-        return Grant(account.mailbox, unlocked.secrets.access_token, fresh=fresh)
+    def _grant(self, account: AccountConfig, unlocked: _Unlocked, resource: str,
+               fresh: bool) -> Grant:
+        token = unlocked.secrets.token_for(resource)
+        assert token is not None
+        return Grant(account.mailbox, token.token, fresh, account.username, resource,
+                     unlocked.key, token.expires_at)
 
     async def _unlock(self, account: AccountConfig, password: str) -> _Unlocked:
         name = account.username.lower()
         digest = hmac.new(self._pepper, password.encode("utf-8"), hashlib.sha256).digest()
         cached = self._unlocked.get(name)
         if cached is not None and hmac.compare_digest(cached.password_digest, digest):
-            # Re-read the record: `account passwd` or `account add` may have re-encrypted it
-            # (StaleKey), another process may have refreshed, `account remove` may have removed
-            # it (AccountNotReady). Reading and decrypting ~1 KiB costs far less than the KDF.
-            key = cached.key
-            cached.secrets = await self._run(lambda: self.store.load(account.username, key))
+            # `account passwd` or `account add` may have re-sealed the record (StaleKey),
+            # another process may have refreshed, `account remove` may have removed it: the
+            # stamp says whether to read it again.
+            await self._follow(account, cached)
             return cached
-        key, secrets = await self._run(lambda: self._open_blocking(account, password))
-        unlocked = _Unlocked(key, digest, secrets)
+        key, secrets, stamp = await self._derivations.run(
+            lambda: self._run(lambda: open_record(self.store, account.username, password)))
+        unlocked = _Unlocked(key, digest, secrets, stamp)
         self._unlocked[name] = unlocked
         return unlocked
 
-    def _usable(self, secrets: Secrets, refused: str | None, margin: float) -> bool:
+    def _usable(self, secrets: Secrets, resource: str, refused: str | None,
+                margin: float) -> bool:
+        token = secrets.token_for(resource)
         return (
-            secrets.access_token is not None
-            and secrets.access_expires_at is not None
-            and secrets.access_expires_at - margin > self._now()
-            and refused != _fingerprint(secrets.access_token)
+            token is not None
+            and token.expires_at is not None
+            and token.expires_at - margin > self._now()
+            and refused != _fingerprint(token.token)
         )
 
-    def _fallback_usable(self, unlocked: _Unlocked) -> bool:
+    def _fallback_usable(self, unlocked: _Unlocked, resource: str) -> bool:
         return self._fallback is not None and self._usable(
-            unlocked.secrets, unlocked.refused, self._fallback)
+            unlocked.secrets, resource, unlocked.refused.get(resource), self._fallback)
 
     def _note_trouble(self, name: str, error: ProxyError) -> None:
         previous = self.trouble.get(name)
@@ -268,66 +322,35 @@ class TokenBroker:
         wait = max(delay, retry_after or 0.0)
         self._backoff[name] = _Backoff(self._now() + wait, delay, error)
 
+    async def _follow(self, account: AccountConfig, unlocked: _Unlocked) -> None:
+        """Bring `unlocked` up to date with the store; with the store down, go on from memory."""
+        try:
+            changed = await self._run(
+                lambda: changed_record(self.store, account.username, unlocked.key, unlocked.stamp))
+        except StoreUnavailable as e:
+            log.warn("{user}: {error}; going on with the credentials in memory",
+                     user=account.username, error=e.message)
+            return
+        except AccountNotReady:
+            self._unlocked.pop(account.username.lower(), None)
+            raise
+        if changed is not None:
+            unlocked.secrets, unlocked.stamp = changed
+
     # -- blocking work, run in the thread pool --
 
-    def _open_blocking(self, account: AccountConfig, password: str) -> tuple[UnlockKey, Secrets]:
-        if not self.store.exists(account.username):
-            raise AccountNotReady(
-                f"{account.username} has no stored credentials yet; "
-                f"run: xoauth2-proxy account add {account.username}"
-            )
-        key = self.store.derive_key(account.username, password)
-        return key, self.store.load(account.username, key)
-
-    def _save_pending(self, account: AccountConfig, key: UnlockKey, pending: _Unsaved) -> Secrets:
-        name = account.username
-        with self.store.lock(name):
-            current = self.store.load(name, key)
-            if current.refresh_token != pending.replaced:
-                return current  # someone wrote newer tokens meanwhile: theirs win
-            self._save(name, key, pending.secrets, pending.replaced)
-            return pending.secrets
-
-    def _refresh_blocking(
-        self, account: AccountConfig, key: UnlockKey, refused: str | None
-    ) -> Secrets:
-        name = account.username
-        with self.store.lock(name):
-            # Re-read under the lock: another process may have refreshed (and rotated) already.
-            secrets = self.store.load(name, key)
-            meta = self.store.read_meta(name)
-            if meta is not None and meta.state == "needs_reauth":
-                raise NeedsReauthorisation(name)
-            if self._usable(secrets, refused, self._margin):
-                return secrets
-            tokens = self._request_tokens(account, secrets)
-            renewed = Secrets(
-                refresh_token=tokens.refresh_token or secrets.refresh_token,
-                access_token=tokens.access_token,
-                access_expires_at=tokens.expires_at,
-                extra=secrets.extra,
-            )
-            # The rotated refresh token is stored before the access token leaves this method.
-            self._save(name, key, renewed, secrets.refresh_token)
-            return renewed
-
-    def _save(self, name: str, key: UnlockKey, secrets: Secrets, replaced: str | None) -> None:
-        try:
-            self.store.save(name, key, secrets)
-        except OSError as e:
-            raise _SaveFailed(secrets, replaced, e.strerror or str(e)) from None
-
-    def _request_tokens(self, account: AccountConfig, secrets: Secrets) -> TokenSet:
+    def _request_tokens(self, account: AccountConfig, secrets: Secrets,
+                        resource: str) -> TokenSet:
         if account.flow != "client_credentials" and not secrets.refresh_token:
             self.store.update_meta(account.username, state="needs_reauth")
             raise NeedsReauthorisation(account.username, "no refresh token is stored")
         client = self._client(account)
         try:
             if account.flow == "client_credentials":
-                tokens = client.client_credentials()
+                tokens = client.client_credentials(resource)
             else:
                 assert secrets.refresh_token is not None
-                tokens = client.refresh(secrets.refresh_token)
+                tokens = client.refresh(secrets.refresh_token, resource)
         except ProxyError as e:
             self._on_token_request(e)
             if isinstance(e, NeedsReauthorisation):
@@ -342,6 +365,7 @@ class TokenBroker:
         if name not in self._clients:
             self._clients[name] = self._entra_for(account)
         return self._clients[name]
+
 
 
 def _default_entra(account: AccountConfig) -> EntraClient:

@@ -24,8 +24,8 @@ from ..entra.client import EntraClient
 from ..entra.polling import DevicePolling
 from ..errors import ProxyError
 from ..glue.runtime import Runtime
-from ..store import UnlockKey
-from ..tokens.authorisation import store_authorisation
+from ..resources import OUTLOOK, resources_in
+from ..store import AccessToken, AccountMeta, Secrets, Store, UnlockKey
 
 log = Logger(namespace="xoauth2-proxy")
 
@@ -136,7 +136,7 @@ class Authorisations:
         account = flow.account
         try:
             await self.runtime.run_blocking(
-                lambda: store_authorisation(self.runtime.store, account, flow.key, tokens))
+                lambda: _store(self.runtime.store, flow.client, account, flow.key, tokens))
         except (OSError, ProxyError) as e:
             reason = e.message if isinstance(e, ProxyError) else (e.strerror or str(e))
             return self._failed(flow, f"the credentials could not be stored: {reason}")
@@ -153,3 +153,23 @@ class Authorisations:
                  user=flow.account.username, reason=reason, account=flow.account.username,
                  event="authorisation_failed")
         return flow.outcome
+
+
+def _store(store: Store, client: EntraClient, account: AccountConfig, key: UnlockKey,
+           first: TokenSet) -> None:
+    """Blocking: the tokens of the sign-in are for the account's first resource; the others
+    (Exchange Online and Microsoft Graph) come from its refresh token, or from the app's
+    credentials. Then the record is replaced at once."""
+    resources = resources_in(account.scopes) or (OUTLOOK,)
+    secrets = Secrets().with_token(resources[0], AccessToken(first.access_token, first.expires_at),
+                                   first.refresh_token)
+    for resource in resources[1:]:
+        if account.flow == "client_credentials":
+            tokens = client.client_credentials(resource)
+        else:
+            assert secrets.refresh_token is not None
+            tokens = client.refresh(secrets.refresh_token, resource)
+        secrets = secrets.with_token(resource, AccessToken(tokens.access_token, tokens.expires_at),
+                                     tokens.refresh_token or secrets.refresh_token)
+    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
+    store.save(account.username, key, secrets, meta)

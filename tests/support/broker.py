@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from twisted.python.failure import Failure
 
 from proxy.config import AccountConfig, Config
 from proxy.entra.answers import TokenSet
-from proxy.store import AccountMeta, FileStore, ScryptParams, Secrets, UnlockKey
+from proxy.errors import StoreUnavailable
+from proxy.store import AccountMeta, FileStore, KdfParams, ScryptParams, Secrets, UnlockKey
+from proxy.store.contract import Stamp
 from proxy.tokens.broker import BACKOFF_FIRST, BACKOFF_MAX, MIN_REMAINING, Grant, TokenBroker
 
 USER = "dana@contoso.example"
@@ -26,19 +29,46 @@ FAST = ScryptParams(n=2**4)
 
 
 class CountingStore(FileStore):
-    """A real FileStore that counts key derivations and can refuse the next saves."""
+    """A real FileStore that counts key derivations and record reads, can refuse the next
+    saves, and can stand for a database that is down (`down`: every call fails)."""
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, kdf=FAST)
+    def __init__(self, root: Path, kdf: KdfParams = FAST) -> None:
+        super().__init__(root, kdf=kdf)
         self.derivations = 0
+        self.new_keys = 0
+        self.loads = 0
         self.failing_saves = 0
+        self.down = False
+
+    def _reachable(self) -> None:
+        if self.down:
+            raise StoreUnavailable("The account database could not be used: connection refused")
 
     def derive_key(self, username: str, password: str) -> UnlockKey:
+        self._reachable()
         self.derivations += 1
         return super().derive_key(username, password)
 
+    def new_key(self, password: str) -> UnlockKey:
+        self.new_keys += 1
+        return super().new_key(password)
+
+    def load(self, username: str, key: UnlockKey) -> Secrets:
+        self._reachable()
+        self.loads += 1
+        return super().load(username, key)
+
+    def stamp(self, username: str) -> Stamp | None:
+        self._reachable()
+        return super().stamp(username)
+
+    def lock(self, username: str) -> AbstractContextManager[None]:
+        self._reachable()
+        return super().lock(username)
+
     def save(self, username: str, key: UnlockKey, secrets: Secrets,
              meta: AccountMeta | None = None) -> AccountMeta:
+        self._reachable()
         if self.failing_saves:
             self.failing_saves -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -51,6 +81,7 @@ class StubEntra:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.calls: list[tuple[str, str | None]] = []
+        self.resources: list[str | None] = []  # the resource of each call
         self.lifetime = 3600.0
         self.errors: list[Exception] = []
         self.during: Callable[[], None] | None = None  # runs inside the request
@@ -66,12 +97,14 @@ class StubEntra:
                         expires_at=self.clock() + self.lifetime,
                         refresh_token=f"refresh-{self.counter}" if rotate else None)
 
-    def refresh(self, refresh_token: str) -> TokenSet:
+    def refresh(self, refresh_token: str, resource: str | None = None) -> TokenSet:
         self.calls.append(("refresh", refresh_token))
+        self.resources.append(resource)
         return self._issue(rotate=True)
 
-    def client_credentials(self) -> TokenSet:
+    def client_credentials(self, resource: str | None = None) -> TokenSet:
         self.calls.append(("client_credentials", None))
+        self.resources.append(resource)
         return self._issue(rotate=False)
 
 

@@ -118,9 +118,10 @@ def _alive(pid: int) -> bool:
 class Dovecot:
     """One Dovecot instance with its own config, ports, CA, mail user and SMTP relay sink."""
 
-    def __init__(self, workdir: Path, jwt_key: bytes) -> None:
+    def __init__(self, workdir: Path, jwt_key: bytes, max_userip_connections: int = 100) -> None:
         self.workdir = workdir
         self.jwt_key = jwt_key
+        self.max_userip_connections = max_userip_connections
         self.config_path = workdir / "dovecot.conf"
         self.log_path = workdir / "dovecot.log"
         self.startup_log_path = workdir / "dovecot-start.log"
@@ -412,7 +413,7 @@ mail_location = maildir:~/Maildir
 mailbox_idle_check_interval = 1 secs
 # Tests open many simultaneous logins for one user, all from 127.0.0.1 (the proxy's address);
 # the default of 10 per user and address (IMAP and POP3 alike) would refuse the rest.
-mail_max_userip_connections = 100
+mail_max_userip_connections = {self.max_userip_connections}
 
 submission_relay_host = 127.0.0.1
 submission_relay_port = {self.sink.port}

@@ -12,8 +12,13 @@ signed with `graph_token_key`, which the fake Graph checks them with.
 
 One token is for one resource, as in Entra ID: a token request whose scopes name Outlook and Graph
 together is refused (AADSTS28000; AADSTS70011 for client credentials), while the same refresh
-token can be redeemed for each resource in turn. /authorize takes scopes of several resources (it
-gathers consent for all of them); the code is then redeemed for one.
+token can be redeemed for each resource in turn. Consent is kept per user and app, as Entra ID
+keeps it: a sign-in consents to the scopes it asked for, and a refresh token is redeemed for any
+scope the user (or an administrator, `admin_consent`) consented to. /authorize takes scopes of
+several resources (it gathers consent for all of them); the code is then redeemed for one.
+/devicecode takes them too and the user consents to all, but the device code cannot be redeemed
+(AADSTS28000), as Microsoft's own issue tracker reports (MicrosoftDocs/azure-docs#42565): a
+second device code for one resource then works, and so do refreshes for the other.
 
 Endpoints: POST /{tenant}/oauth2/v2.0/token, POST /{tenant}/oauth2/v2.0/devicecode,
 GET /{tenant}/oauth2/v2.0/authorize (answers at once with a 302 to redirect_uri: there is no
@@ -98,6 +103,14 @@ class App:
     users: list[str] = field(default_factory=list)
     graph_roles: tuple[str, ...] = ("Mail.Send", "Mail.ReadWrite")  # application permissions
     admin_consent: tuple[str, ...] = ()  # delegated scopes granted for every user
+    consents: dict[str, list[str]] = field(default_factory=dict)  # user -> scopes consented to
+
+    def consent(self, mailbox: str, scopes: tuple[str, ...]) -> None:
+        given = self.consents.setdefault(mailbox.lower(), [])
+        given += [scope for scope in scopes if scope not in given]
+
+    def consented(self, mailbox: str) -> tuple[str, ...]:
+        return tuple(self.consents.get(mailbox.lower(), [])) + self.admin_consent
 
 
 @dataclass
@@ -165,6 +178,7 @@ class FakeEntra(LocalService):
         self._lock = threading.RLock()
         self._apps: dict[tuple[str, str], App] = {}
         self._refresh_grants: dict[str, RefreshGrant] = {}
+        self.reused_refresh_tokens = 0  # rotated ones presented again (strict rotation refuses)
         self._devices: dict[str, DeviceAuthorisation] = {}
         self._codes: dict[str, AuthorisationCode] = {}
         self._failures: collections.deque[str] = collections.deque()
@@ -228,6 +242,9 @@ class FakeEntra(LocalService):
             device = self._device_by_user_code(user_code)
             device.state = "approved"
             device.mailbox = mailbox or self._first_user(device.client_id)
+            for app in self._apps.values():
+                if app.client_id == device.client_id:
+                    app.consent(device.mailbox, device.scopes)
 
     def decline_device(self, user_code: str) -> None:
         with self._lock:
@@ -427,14 +444,17 @@ class FakeEntra(LocalService):
                              "to inactivity. The token was issued on "
                              f"{_iso(grant.issued_at)} and was inactive for 90.00:00:00.")
         if grant.rotated and self.invalidate_rotated_refresh_tokens:
+            self.reused_refresh_tokens += 1
             raise EntraError(400, "invalid_grant", 70000, "Provided grant is invalid or "
                              "malformed: this refresh token was already exchanged.")
         requested = tuple(form.get("scope", "").split())
-        if not set(requested) - NON_RESOURCE_SCOPES <= set(grant.scopes + app.admin_consent):
+        if not set(requested) - NON_RESOURCE_SCOPES <= set(app.consented(grant.mailbox)):
             raise EntraError(400, "invalid_grant", 65001, "The user or administrator has not "
-                             f"consented to use the application with ID '{app.client_id}'.")
+                             f"consented to use the application with ID '{app.client_id}'. "
+                             "Send an interactive authorization request for this user and "
+                             "resource.")
         grant.rotated = True
-        return self._issue(app, grant.mailbox, requested, grant.scopes,
+        return self._issue(app, grant.mailbox, requested, app.consented(grant.mailbox),
                            offline="offline_access" in grant.scopes)
 
     def _redeem_code(self, app: App, form: dict[str, str]) -> dict[str, Any]:
@@ -467,7 +487,6 @@ class FakeEntra(LocalService):
             if not scopes:
                 raise EntraError(400, "invalid_request", 900144, "The request body must "
                                  "contain the following parameter: 'scope'.")
-            _one_resource(form["scope"], client_credentials=False)
             device_code = secrets.token_urlsafe(48)
             user_code = "".join(secrets.choice(string.ascii_uppercase) for _ in range(9))
             self._devices[device_code] = DeviceAuthorisation(
@@ -507,6 +526,7 @@ class FakeEntra(LocalService):
                              "error. Authorization is pending. Continue polling.")
         device.state = "redeemed"
         assert device.mailbox is not None
+        _one_resource(" ".join(device.scopes), client_credentials=False)  # consent is given
         return self._issue(app, device.mailbox, device.scopes, device.scopes,
                            offline="offline_access" in device.scopes)
 
@@ -552,6 +572,7 @@ class FakeEntra(LocalService):
                 return refuse("invalid_request", "AADSTS50034: The user account does not exist "
                               "in the directory.")
             code = secrets.token_urlsafe(48)
+            app.consent(mailbox, tuple(query["scope"].split()))
             self._codes[code] = AuthorisationCode(
                 app.client_id, redirect_uri, query["code_challenge"],
                 tuple(query["scope"].split()), mailbox, self.clock() + CODE_LIFETIME,

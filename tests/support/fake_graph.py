@@ -122,6 +122,7 @@ class FakeGraph(LocalService):
         self._messages: dict[str, Message] = {}
         self._sessions: dict[str, UploadSession] = {}
         self._revoked: set[str] = set()
+        self._seen: set[str] = set()  # ids of the tokens presented so far
         self._app_scopes: dict[str, set[str]] = {}
         self._failures: collections.deque[tuple[str | None, str]] = collections.deque()
         self.deliveries: list[Message] = []
@@ -147,6 +148,11 @@ class FakeGraph(LocalService):
         caller = verify_graph_token(self.token_key, access_token, self.clock())
         with self._lock:
             self._revoked.add(caller.token_id)
+
+    def revoke_seen(self) -> None:
+        """Graph answers 401 to every token presented to it so far."""
+        with self._lock:
+            self._revoked |= self._seen
 
     def fail_next(self, n: int, kind: str, step: str | None = None) -> None:
         """The next n requests (of `step` only, if given; see STEPS) fail: one of FAILURES
@@ -192,6 +198,7 @@ class FakeGraph(LocalService):
             caller = verify_graph_token(self.token_key, token, self.clock())
         except InvalidToken as e:
             raise GraphError(401, "InvalidAuthenticationToken", str(e)) from None
+        self._seen.add(caller.token_id)
         if caller.token_id in self._revoked:
             raise GraphError(401, "InvalidAuthenticationToken", "Access token has been revoked.")
         box = self._mailboxes.get(mailbox.lower())

@@ -14,8 +14,11 @@ from .ports import wait_for_port
 
 
 class ProxyProcess:
-    def __init__(self, workdir: Path, config_text: str) -> None:
+    def __init__(self, workdir: Path, config_text: str,
+                 env: dict[str, str] | None = None) -> None:
+        """`env`: variables to set for the proxy beyond the test's own (TMPDIR, say)."""
         self.workdir = workdir
+        self.extra_env = env or {}
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.toml"
         self.config.write_text(config_text)
@@ -110,4 +113,5 @@ class ProxyProcess:
         # Run the checkout's package, whatever is installed.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.extra_env)
         return env
