@@ -130,3 +130,14 @@ def test_random_inputs_reach_every_proxy_header_outcome() -> None:
     peers = {peer for refused, peer, _, _ in outcomes if not refused}
     assert {"192.0.2.7", "2001:db8::7", "10.0.0.2"} <= peers
     assert sum(refused for refused, *_ in outcomes) > 50
+
+
+def test_admin_parser_inputs_reach_accepted_values() -> None:
+    """The admin parsers' fuzz inputs are not all refused: forms with fields, found cookies and
+    tokens come out, so the invariants are checked on what the page would use."""
+    rng = random.Random(2025)
+    inputs = [rng.randbytes(rng.randrange(300)) for _ in range(2000)]
+    forms = [fuzz.run_admin_form(data) for data in inputs]
+    assert sum(bool(form) for form in forms) > 40
+    assert sum(fuzz.run_admin_cookie(data) is not None for data in inputs) > 50
+    assert sum(fuzz.run_admin_token(data) is not None for data in inputs) > 50

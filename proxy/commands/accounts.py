@@ -9,6 +9,7 @@ from typing import TextIO
 
 import requests
 
+from ..account_state import local_time
 from ..config import AccountConfig, Config
 from ..entra.answers import TokenSet
 from ..entra.client import EntraClient
@@ -118,7 +119,3 @@ def _describe(meta: AccountMeta | None) -> tuple[str, str]:
     else:
         token = "valid until " + local_time(expires)
     return state, token
-
-
-def local_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))

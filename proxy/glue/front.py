@@ -23,6 +23,7 @@ from zope.interface import implementer
 from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, StartTLS
 from ..config import Limits, ListenerConfig, Network
 from ..errors import ProxyError, TemporaryFailure
+from ..metrics import ProxyMetrics
 from .gateway import Gateway
 from .sessions import OpenSessions
 from .signed_in import ClientReader, SignedIn
@@ -120,6 +121,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
 
     def _login_succeeded(self, signed_in: SignedIn, started: float) -> None:
         self._pending_login = None
+        self.factory.metrics.login(self.factory.listener.name, self.username or "", self.source,
+                                   None)
         if self.closed:
             signed_in.close()  # the client left while we signed in
             return
@@ -138,6 +141,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
             log.failure("{label} unexpected error during login", failure,
                         **self._about("login_error"))
             error = TemporaryFailure("Internal error in the proxy; see its log")
+        self.factory.metrics.login(self.factory.listener.name, self.username or "", self.source,
+                                   error)
         log.info(
             "{label} {user} login failed ({kind}): {message}",
             user=self.username, kind=error.kind.value, message=error.message,
@@ -157,6 +162,7 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.stream.resumeProducing()
 
     def _session_ended(self, to_upstream: int, to_client: int) -> None:
+        self.factory.metrics.session_ended(self.factory.listener.name, to_upstream, to_client)
         log.info(
             "{label} {user} closed: {up} bytes to upstream, {down} bytes to client, {seconds:.1f} s",
             user=self.username, up=to_upstream, down=to_client,
@@ -223,6 +229,7 @@ class FrontFactory(Factory):
         busy_answer: bytes,
         server_tls: IOpenSSLServerConnectionCreator | None = None,
         sessions: OpenSessions | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self.listener = listener
         self.make_session = make_session
@@ -232,6 +239,7 @@ class FrontFactory(Factory):
         self.busy_answer = busy_answer
         self.server_tls = server_tls  # for STARTTLS
         self.sessions = sessions if sessions is not None else OpenSessions()
+        self.metrics = metrics or ProxyMetrics()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
@@ -263,6 +271,7 @@ class FrontFactory(Factory):
         )
         protocol = FrontProtocol(session, self, source, label, peer)
         self.sessions.opened(source, protocol)
+        self.metrics.session_opened(self.listener.name)
         return protocol
 
 
