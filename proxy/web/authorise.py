@@ -25,7 +25,8 @@ from ..entra.polling import DevicePolling
 from ..errors import ProxyError
 from ..glue.runtime import Runtime
 from ..resources import OUTLOOK, resources_in
-from ..store import AccessToken, AccountMeta, Secrets, Store, UnlockKey
+from ..store import Secrets, Store, UnlockKey
+from ..tokens.authorisation import store_authorisation, tokens_without_sign_in, with_tokens
 
 log = Logger(namespace="xoauth2-proxy")
 
@@ -161,15 +162,8 @@ def _store(store: Store, client: EntraClient, account: AccountConfig, key: Unloc
     (Exchange Online and Microsoft Graph) come from its refresh token, or from the app's
     credentials. Then the record is replaced at once."""
     resources = resources_in(account.scopes) or (OUTLOOK,)
-    secrets = Secrets().with_token(resources[0], AccessToken(first.access_token, first.expires_at),
-                                   first.refresh_token)
+    secrets = with_tokens(Secrets(), resources[0], first)
     for resource in resources[1:]:
-        if account.flow == "client_credentials":
-            tokens = client.client_credentials(resource)
-        else:
-            assert secrets.refresh_token is not None
-            tokens = client.refresh(secrets.refresh_token, resource)
-        secrets = secrets.with_token(resource, AccessToken(tokens.access_token, tokens.expires_at),
-                                     tokens.refresh_token or secrets.refresh_token)
-    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
-    store.save(account.username, key, secrets, meta)
+        secrets = with_tokens(secrets, resource,
+                              tokens_without_sign_in(client, account, resource, secrets))
+    store_authorisation(store, account, key, secrets)
