@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -11,6 +12,7 @@ from . import __version__
 from .commands import EXIT_FAILED, EXIT_USAGE, accounts
 from .commands.passwords import password_source
 from .config import Config, default_config_path, load_config
+from .config.model import CONFIG_ENV
 from .errors import ConfigError, ProxyError, UsageError
 from .logs import FORMATS, start_logging
 from .store import Store, open_store
@@ -78,6 +80,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
             from .demo import run_demo
 
             code = run_demo(self_test=args.self_test)
+        elif args.command in (None, "serve") and _first_run(args.config):
+            from .commands.serve import serve
+            from .config.first_run import first_run_config
+
+            code = serve(first_run_config(default_config_path()), first_run=True)
         else:
             config = load_config(args.config or default_config_path())
             code = _dispatch(args, config)
@@ -90,6 +97,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         code = EXIT_FAILED
     sys.exit(code)
+
+
+def _first_run(explicit: Path | None) -> bool:
+    """`serve` with no configuration file at the default path: the admin page offers the setup.
+    A path named by --config or $XOAUTH2_PROXY_CONFIG must exist (scripts expect exit 2)."""
+    return explicit is None and not os.environ.get(CONFIG_ENV) and not default_config_path().exists()
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:

@@ -91,6 +91,10 @@ class Throttled(TemporaryFailure):
     """Too many requests; try again later."""
 
 
+class LockedOut(Throttled):
+    """Too many failed logins; try again later."""
+
+
 class AccountNotReady(TemporaryFailure):
     """This account has no stored credentials yet; run: xoauth2-proxy account add."""
 

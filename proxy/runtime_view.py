@@ -34,6 +34,7 @@ class RuntimeView:
     started_at: float | None
     stopping: bool
     listeners: tuple[ListenerView, ...]
+    listeners_down: tuple[str, ...]  # configured, but not listening (lost after a refused reload)
     sessions_on_removed_listeners: int  # removed by a reload, still going on
     accounts: tuple[str, ...]  # user names of the configured accounts
     last_reload: ReloadOutcome | None

@@ -46,6 +46,15 @@ class Refuse:
 Verdict = Allow | Refuse
 
 
+@dataclass(frozen=True)
+class Lockout:
+    """A source address, or an account (for addresses not known to it), refused for now."""
+
+    kind: str  # "address" | "account"
+    key: str  # the address, or the account's user name in lower case
+    seconds_left: float
+
+
 @dataclass
 class _Record:
     failures: list[float] = field(default_factory=list)  # times of recent failures
@@ -96,6 +105,26 @@ class LoginThrottle:
         """A right password: the address's count starts again and it is known to the account."""
         self._sources.pop(source, None)
         self._known.setdefault(account.lower(), set()).add(source)
+
+    def lockouts(self) -> list[Lockout]:
+        """What is refused right now, addresses first."""
+        now = self._now()
+        return [
+            Lockout(kind, key, record.locked_until - now)
+            for kind, table in (("address", self._sources), ("account", self._accounts))
+            for key, record in sorted(table.items())
+            if record.locked_until > now
+        ]
+
+    def lift(self, kind: str, key: str) -> bool:
+        """An administrator ends a lockout: the address (or account) starts again with no
+        failures. False when there was none."""
+        table = self._sources if kind == "address" else self._accounts if kind == "account" else {}
+        record = table.get(key)
+        if record is None or record.locked_until <= self._now():
+            return False
+        del table[key]
+        return True
 
     def _current(self, table: dict[str, _Record], key: str, now: float) -> _Record:
         """The record for `key` with failures outside the window dropped (and empty ones gone,

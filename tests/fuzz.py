@@ -28,7 +28,8 @@ pieces, with login outcomes) and runs it against the sans-I/O core, checking aft
   - an upstream core sends the token at most once (SMTP: never before STARTTLS), emits exactly
     zero or one outcome and nothing after it, closes when and only when refusing, its public
     phase agrees with its outcome, and it never quotes the token or the XOAUTH2 string in an
-    error.
+    error;
+  - the admin page's parsers of outside input: rules in tests/fuzz_admin.py.
 """
 
 from __future__ import annotations
@@ -632,10 +633,11 @@ def run_upstream(protocol: str, data: bytes) -> UpstreamRun:
 
 def targets() -> dict[str, Callable[[bytes], object]]:
     """The fuzz targets, by name."""
-    from tests import fuzz_receiving  # it builds on this module's helpers
+    from tests import fuzz_admin, fuzz_receiving  # they build on this module's helpers
 
     return {
         **fuzz_receiving.targets(),
+        **fuzz_admin.targets(),
         "imap-front": lambda data: run_front("imap", data),
         "pop3-front": lambda data: run_front("pop3", data),
         "smtp-front": lambda data: run_front("smtp", data),

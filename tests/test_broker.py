@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
+from proxy.account_state import RefreshTrouble
 from proxy.errors import (
     AccountNotReady,
     FailureKind,
@@ -298,3 +299,43 @@ def test_concurrent_logins_share_one_refresh(tmp_path: Path) -> None:
     assert [r.access_token for r in results] == ["access-1"] * 5
     assert s.entra.calls == [("refresh", "refresh-0")]
     assert s.store.derivations == 1
+
+
+def test_failing_refresh_is_remembered_since_its_first_failure_until_a_success(
+        tmp_path: Path) -> None:
+    """A refresh that keeps failing is noted with the time of its first failure and the
+    latest reason (for the admin page); a successful refresh clears it."""
+    s = make(tmp_path, access_expires_at=NOW - 1)
+    s.entra.errors = [TokenEndpointUnavailable("down"), TokenEndpointUnavailable("still down")]
+    for _ in range(2):
+        with pytest.raises(TokenEndpointUnavailable):
+            s.grant()
+        s.clock[0] += 60
+    assert s.broker.trouble[USER] == RefreshTrouble(NOW, "still down")
+    s.grant()
+    assert USER not in s.broker.trouble
+
+
+def test_every_token_request_is_reported_with_its_outcome(tmp_path: Path) -> None:
+    """on_token_request hears of each request made to Entra ID (and of no cached grant)."""
+    s = make(tmp_path, access_expires_at=NOW - 1)
+    heard: list[str] = []
+    s.broker._on_token_request = lambda error: heard.append(type(error).__name__)
+    s.entra.errors = [TokenEndpointThrottled(1.0, "slow down")]
+    with pytest.raises(TokenEndpointThrottled):
+        s.grant()
+    s.grant()
+    s.grant()  # cached: no request
+    assert heard == ["TokenEndpointThrottled", "NoneType"]
+
+
+def test_forget_failures_lets_a_reauthorised_account_ask_at_once(tmp_path: Path) -> None:
+    """After an authorisation, the old trouble and the retry backoff are forgotten."""
+    s = make(tmp_path, access_expires_at=NOW - 1, resilient=True)
+    s.entra.errors = [TokenEndpointUnavailable("down")]
+    with pytest.raises(TokenEndpointUnavailable):
+        s.grant()
+    s.broker.forget_failures(USER.upper())
+    assert USER not in s.broker.trouble
+    s.grant()  # no backoff left: asks Entra ID again
+    assert len(s.entra.calls) == 2

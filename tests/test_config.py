@@ -13,11 +13,14 @@ from proxy.config import (
     APP_ONLY_SCOPE,
     DEFAULT_AUTHORITY,
     LOOPBACK_NETWORKS,
+    AdminConfig,
     Config,
     default_store_path,
     endpoint_parts,
     load_config,
+    parse_config,
 )
+from proxy.config.first_run import FirstRun, first_config_text
 from proxy.entra.client import EntraClient
 from proxy.errors import ConfigError
 
@@ -613,11 +616,52 @@ def test_endpoint_errors_are_config_errors(
     assert str(path) in info.value.message and f"{key} = " in info.value.message
 
 
-def test_admin_table_is_refused_while_there_is_no_admin_page(tmp_path: Path) -> None:
-    """[admin] is refused with a clear message instead of being silently ignored."""
-    path = write(tmp_path, '[admin]\nlisten = "tcp:8025"\ntoken_flie = "x"\n' + LISTENER)
-    with pytest.raises(ConfigError, match=r"\[admin\]: the admin page is not part of this version"):
+def test_admin_table_takes_listen_and_token_file_and_defaults_to_loopback(tmp_path: Path) -> None:
+    """[admin] listen without an interface binds loopback; token_file is relative to the config."""
+    (tmp_path / "admin-token").write_text("t" * 32)
+    path = write(tmp_path, '[admin]\nlisten = "tcp:9025"\ntoken_file = "admin-token"\n' + LISTENER)
+    admin = load_config(path).admin
+    assert admin == AdminConfig("tcp:9025:interface=127.0.0.1", tmp_path / "admin-token")
+    assert admin.loopback_only
+    assert load_config(write(tmp_path, "[admin]\n" + LISTENER)).admin == AdminConfig()
+    assert load_config(write(tmp_path, LISTENER)).admin is None
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[admin]\ntoken_flie = "x"\n', "[admin]: unknown key 'token_flie'"),
+    ('[admin]\ntoken_file = "missing"\n', "[admin]: token_file"),
+    ('[admin]\nlisten = "tcp:notaport"\n', "[admin]: listen = "),
+])
+def test_admin_table_errors_name_the_key(tmp_path: Path, table: str, message: str) -> None:
+    """A wrong [admin] table is refused with the file, the table and the key."""
+    path = write(tmp_path, table + LISTENER)
+    with pytest.raises(ConfigError) as info:
         load_config(path)
+    assert str(path) in info.value.message and message in info.value.message
+
+
+@pytest.mark.parametrize("flow", ["device_code", "auth_code", "client_credentials"])
+def test_first_run_config_text_reads_back_as_what_was_answered(tmp_path: Path, flow: str) -> None:
+    """The setup page's file is valid, commented TOML that reads back as the answers, whatever
+    characters the answers hold."""
+    answers = FirstRun(protocol="smtp", port=2525, username="scan@contoso.com",
+                       mailbox="Shared \"Sales\" \\ é@contoso.com", tenant="contoso.com",
+                       client_id="app-1", flow=flow,
+                       client_secret='s3cr"et\\' if flow == "client_credentials" else None,
+                       upstream_ca="ca.pem", authority="http://127.0.0.1:9/",
+                       admin_listen="tcp:8026:interface=127.0.0.1")
+    (tmp_path / "ca.pem").write_text("")
+    text = first_config_text(answers)
+    config = parse_config(text, tmp_path / "config.toml")
+    assert text.count("\n# ") >= 5  # explains itself
+    [listener] = config.listeners
+    assert (listener.protocol, listener.listen, listener.upstream, listener.upstream_ca) == (
+        "smtp", "tcp:2525:interface=127.0.0.1", "tcp:smtp.office365.com:587", tmp_path / "ca.pem")
+    account = config.account("scan@contoso.com")
+    assert (account.mailbox, account.tenant, account.flow, account.authority) == (
+        answers.mailbox, "contoso.com", flow, "http://127.0.0.1:9")
+    assert account.client_secret == answers.client_secret
+    assert config.admin == AdminConfig("tcp:8026:interface=127.0.0.1")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from proxy.imap.device import ImapSession
 from proxy.imap.upstream import ImapUpstreamLogin
 from proxy.pop3.upstream import Pop3UpstreamLogin
 from proxy.smtp.upstream import SmtpUpstreamLogin
-from tests import fuzz, fuzz_receiving
+from tests import fuzz, fuzz_admin, fuzz_receiving
 
 TARGETS = fuzz.targets()
 BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -130,3 +130,14 @@ def test_random_inputs_reach_every_proxy_header_outcome() -> None:
     peers = {peer for refused, peer, _, _ in outcomes if not refused}
     assert {"192.0.2.7", "2001:db8::7", "10.0.0.2"} <= peers
     assert sum(refused for refused, *_ in outcomes) > 50
+
+
+def test_admin_parser_inputs_reach_accepted_values() -> None:
+    """The admin parsers' fuzz inputs are not all refused: forms with fields, found cookies and
+    tokens come out, so the invariants are checked on what the page would use."""
+    rng = random.Random(2025)
+    inputs = [rng.randbytes(rng.randrange(300)) for _ in range(2000)]
+    forms = [fuzz_admin.run_admin_form(data) for data in inputs]
+    assert sum(bool(form) for form in forms) > 40
+    assert sum(fuzz_admin.run_admin_cookie(data) is not None for data in inputs) > 50
+    assert sum(fuzz_admin.run_admin_token(data) is not None for data in inputs) > 50

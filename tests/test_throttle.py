@@ -97,3 +97,23 @@ def test_memory_stays_bounded_under_many_addresses() -> None:
     clock.now += 1000
     t.check("10.9.9.9", "nobody")
     assert len(t._sources) < 10
+
+
+def test_lockouts_lists_what_is_refused_now_and_lift_ends_it() -> None:
+    """A locked-out address and a locked-out account are listed with the time left; lifting one
+    lets it log in again at once, with its failures forgotten; nothing else is lifted."""
+    t, clock = throttle()
+    fail(t, 6, source="192.0.2.7", account="alice")
+    for i in range(10):
+        t.failed(f"198.51.100.{i}", "bob")
+    clock.now += 60
+    kinds = {(lockout.kind, lockout.key): lockout.seconds_left for lockout in t.lockouts()}
+    assert kinds == {("address", "192.0.2.7"): 840.0, ("account", "bob"): 840.0}
+    assert t.lift("address", "192.0.2.7")
+    assert t.check("192.0.2.7", "alice") == Allow()
+    assert not t.lift("address", "192.0.2.7")  # nothing left to lift
+    assert not t.lift("nonsense", "bob")
+    assert isinstance(t.check("203.0.113.1", "bob"), Refuse)
+    assert t.lift("account", "bob")
+    assert t.check("203.0.113.1", "bob") == Allow()
+    assert t.lockouts() == []

@@ -9,12 +9,14 @@ from typing import TextIO
 
 import requests
 
+from ..account_state import local_time
 from ..config import AccountConfig, Config
 from ..entra.answers import TokenSet
 from ..entra.client import EntraClient
 from ..errors import ConsentMissing, WrongPassword
 from ..resources import NAMES, OUTLOOK, resources_in
-from ..store import AccessToken, AccountMeta, Secrets, Store
+from ..store import AccountMeta, Secrets, Store
+from ..tokens.authorisation import store_authorisation, tokens_without_sign_in, with_tokens
 from . import EXIT_FAILED, EXIT_OK
 from .passwords import PasswordSource
 
@@ -29,12 +31,9 @@ def account_add(
     resources = resources_in(account.scopes) or (OUTLOOK,)
     secrets = Secrets()
     for resource in resources:
-        tokens = _authorise(client, account, no_browser, resource, secrets.refresh_token)
-        token = AccessToken(tokens.access_token, tokens.expires_at)
-        secrets = secrets.with_token(resource, token, tokens.refresh_token)
-    key = store.new_key(password)
-    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
-    store.save(account.username, key, secrets, meta)
+        tokens = _authorise(client, account, no_browser, resource, secrets)
+        secrets = with_tokens(secrets, resource, tokens)
+    store_authorisation(store, account, store.new_key(password), secrets)
     print(f"{account.username}: authorised ({account.flow}) for "
           f"{' and '.join(NAMES[r] for r in resources)}; credentials stored encrypted in "
           f"{store.location(account.username)}")
@@ -43,16 +42,14 @@ def account_add(
 
 
 def _authorise(client: EntraClient, account: AccountConfig, no_browser: bool, resource: str,
-               refresh_token: str | None) -> TokenSet:
+               secrets: Secrets) -> TokenSet:
     """Tokens for one resource. After the first, a delegated account redeems the refresh token
     of its sign-in: one sign-in consents to everything with auth_code (the authorisation
     request names every scope); Entra ID cannot redeem a device code for two resources, so
     without admin consent a device code sign-in is needed per resource."""
-    if account.flow == "client_credentials":
-        return client.client_credentials(resource)
-    if refresh_token is not None:
+    if account.flow == "client_credentials" or secrets.refresh_token is not None:
         try:
-            return client.refresh(refresh_token, resource)
+            return tokens_without_sign_in(client, account, resource, secrets)
         except ConsentMissing:
             if account.flow != "device_code":
                 raise
@@ -118,7 +115,3 @@ def _describe(meta: AccountMeta | None) -> tuple[str, str]:
     else:
         token = "valid until " + local_time(expires)
     return state, token
-
-
-def local_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))

@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from ..account_state import local_time
 from ..config import AccountConfig, Config, ListenerConfig
 from ..errors import ProxyError
 from ..glue.upstream_connection import UpstreamTarget, connect_upstream
@@ -21,7 +22,6 @@ from ..store import Store
 from ..tokens.blocking import blocking_runner
 from ..tokens.broker import Grant, TokenBroker
 from . import EXIT_FAILED, EXIT_OK
-from .accounts import local_time
 from .probes import PROBES, ProbeReader
 
 PROBE_TIMEOUT = 30.0

@@ -2,24 +2,28 @@
 
 SIGHUP and `xoauth2-proxy reload` (through the control endpoint named in the runtime file)
 re-read the configuration; SIGTERM, SIGINT and Ctrl-Break stop accepting, give open sessions
-[limits] shutdown_grace_seconds to end, close the rest and exit 0.
+[limits] shutdown_grace_seconds to end, close the rest and exit 0. With [admin] (or on the first
+run, without a configuration file) the admin page is served too; its address with the token goes
+to standard output, never to the log.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..config import Config
+from ..config import AdminConfig, Config
 from ..errors import ConfigError
 from ..glue.control import start_control
 from ..glue.runtime import Runtime
 from ..glue.signals import install_handlers
 from ..runtime_file import RuntimeFile, remove_runtime_file, write_runtime_file
+from ..web.admin import RunningAdmin, start_admin
 from . import EXIT_FAILED, EXIT_OK
 
 log = Logger(namespace="xoauth2-proxy")
@@ -28,9 +32,11 @@ log = Logger(namespace="xoauth2-proxy")
 class _Service:
     """What `serve` runs: the runtime, its control endpoint, the signals that steer it."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, first_run: bool = False) -> None:
         self.reactor = reactor
         self.runtime = Runtime(config, reactor)
+        self.first_run = first_run
+        self.admin: RunningAdmin | None = None
         self.failed = False
         self.stop_requested = False
 
@@ -41,6 +47,9 @@ class _Service:
         await self._start_control()
         try:
             await self.runtime.start()
+            admin = self.runtime.config.admin or (AdminConfig() if self.first_run else None)
+            if admin is not None:
+                self.admin = await start_admin(self.reactor, self.runtime, admin, self.first_run)
         except Exception as e:  # a port in use, a bad certificate: say so and stop
             self.failed = True
             message = e.message if isinstance(e, ConfigError) else str(e)
@@ -50,6 +59,20 @@ class _Service:
         config = self.runtime.config
         log.info("store: {path}; config: {config}", path=config.store_path, config=config.path,
                  event="started")
+        if self.admin is not None:
+            self._announce(self.admin)
+
+    def _announce(self, admin: RunningAdmin) -> None:
+        if self.first_run:
+            print(f"xoauth2-proxy: no configuration file at {self.runtime.config.path}; "
+                  "set up the first listener and account on the admin page.")
+        if admin.token_from_file:
+            print(f"xoauth2-proxy admin page: {admin.url} (token from [admin] token_file)")
+        else:
+            print(f"xoauth2-proxy admin page: {admin.url_with_token}")
+        sys.stdout.flush()
+        log.info("admin page on {url} (its address with the token is on standard output)",
+                 url=admin.url, event="admin_started")
 
     async def _start_control(self) -> None:
         config = self.runtime.config
@@ -79,6 +102,8 @@ class _Service:
     async def shutdown(self) -> None:
         """Before the reactor stops: the graceful stop, then the runtime file goes."""
         await self.runtime.stop()
+        if self.admin is not None:
+            await self.admin.stop()
         remove_runtime_file(self.runtime.config.store_path)  # tiny, and nothing else is served now
 
 
@@ -88,10 +113,12 @@ def _log_unless_refused(failure: Failure) -> None:
         log.failure("reload failed", failure, event="reload_failed")
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, first_run: bool = False) -> int:
+    """`first_run`: no configuration file yet; `config` has no listener and the admin page
+    offers the setup."""
     from twisted.internet import reactor
 
-    service = _Service(config, reactor)
+    service = _Service(config, reactor, first_run)
     reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(service.start()))
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromCoroutine(service.shutdown()))

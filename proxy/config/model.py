@@ -32,6 +32,8 @@ DELEGATED_SCOPES = {
 }
 APP_ONLY_SCOPE = "https://outlook.office365.com/.default"
 LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+ADMIN_PORT = 8025
+DEFAULT_ADMIN_LISTEN = f"tcp:{ADMIN_PORT}:interface=127.0.0.1"
 GRAPH_UPSTREAM = "graph"  # upstream = "graph": an smtp listener that sends through Microsoft Graph
 # Exchange Online's default message size limit, and the highest an administrator can set.
 DEFAULT_MAX_MESSAGE_MB = 35
@@ -156,6 +158,18 @@ LIMITS_ALLOWING_ZERO = frozenset({"shutdown_grace_seconds"})
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """[admin]: the admin page, /metrics and /healthz. Read at start; a reload keeps them."""
+
+    listen: str = DEFAULT_ADMIN_LISTEN
+    token_file: Path | None = None  # None: a random token, printed at start in the page address
+
+    @property
+    def loopback_only(self) -> bool:
+        return _is_loopback_listen(self.listen)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     store_path: Path
@@ -163,6 +177,7 @@ class Config:
     accounts: dict[str, AccountConfig]
     limits: Limits = Limits()
     store: StoreConfig | None = None  # None: the files backend at store_path
+    admin: AdminConfig | None = None
 
     @property
     def store_config(self) -> StoreConfig:

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 from ..errors import ConfigError
 from ..resources import GRAPH, GRAPH_APP_SCOPE, GRAPH_SEND_SCOPES, NAMES, resources_in
 from ..urls import secure_or_loopback, service_base_url
+from .endpoints import client_endpoint, server_endpoint
 from .model import (
     APP_ONLY_SCOPE,
     BALANCER_PREFIX,
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_AUTHORITY,
     DEFAULT_MAX_MESSAGE_MB,
     DELEGATED_SCOPES,
@@ -31,6 +33,7 @@ from .model import (
     TLS_MODES,
     TLS_VERSIONS,
     AccountConfig,
+    AdminConfig,
     Config,
     Limits,
     ListenerConfig,
@@ -48,13 +51,23 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 def load_config(path: Path) -> Config:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file; write one (see README) or pass --config PATH"
         ) from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({e.reason})") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """The configuration `text` would be as the file `path` (relative paths start from its
+    folder), with the same checks and messages as load_config."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     return _Reader(path).config(data)
@@ -74,10 +87,7 @@ class _Reader:
         return ConfigError(f"{self.path}: {where}: {message}")
 
     def config(self, data: dict[str, Any]) -> Config:
-        if "admin" in data:
-            raise self.fail("[admin]", "the admin page is not part of this version of "
-                            "xoauth2-proxy; remove the [admin] table")
-        self.check_keys("top level", data, {"store", "listener", "account", "limits"})
+        self.check_keys("top level", data, {"store", "listener", "account", "limits", "admin"})
         store = self.store(self.table(data, "store", "[store]"))
 
         listeners = tuple(
@@ -93,7 +103,8 @@ class _Reader:
             if key in accounts:
                 raise self.fail(f"[[account]] #{i}", f"username {account.username!r} appears twice")
             accounts[key] = account
-        return Config(self.path, store.path, listeners, accounts, self.limits(data), store)
+        return Config(self.path, store.path, listeners, accounts, self.limits(data), store,
+                      self.admin(data))
 
     def store(self, table: dict[str, Any]) -> StoreConfig:
         where = "[store]"
@@ -110,6 +121,18 @@ class _Reader:
             raise self.fail(where, 'backend = "postgresql" needs dsn = "postgresql://..." '
                             "or dsn_file = PATH (a file holding it)")
         return store
+
+    def admin(self, data: dict[str, Any]) -> AdminConfig | None:
+        if "admin" not in data:
+            return None
+        table = self.table(data, "admin", "[admin]")
+        self.check_keys("[admin]", table, {"listen", "token_file"})
+        listen = self.optional(table, "listen", "[admin]", self.as_str) or DEFAULT_ADMIN_LISTEN
+        token_file = self.optional(table, "token_file", "[admin]", self.as_path)
+        if token_file is not None and not token_file.is_file():
+            raise self.fail("[admin]", f"token_file {token_file} does not exist")
+        # ssl:PORT:privateKey=...: HTTPS for a page reached across a network.
+        return AdminConfig(server_endpoint(self.fail, "[admin]", listen, allow_ssl=True), token_file)
 
     def limits(self, data: dict[str, Any]) -> Limits:
         table = self.table(data, "limits", "[limits]")
@@ -132,12 +155,12 @@ class _Reader:
              "max_message_mb"},
         )
         protocol = self.choice(item, "protocol", where, PROTOCOLS)
-        listen = self.server_endpoint(where, self.required(item, "listen", where, str))
+        listen = server_endpoint(self.fail, where, self.required(item, "listen", where, str))
         upstream = self.required(item, "upstream", where, str)
         if upstream == GRAPH_UPSTREAM:
             graph = self.graph_settings(where, protocol, item)
         else:
-            upstream = self.client_endpoint(where, upstream)
+            upstream = client_endpoint(self.fail, where, upstream)
             self.upstream_security(where, protocol, upstream)
             for key in ("graph_url", "max_message_mb"):
                 if key in item:
@@ -337,38 +360,6 @@ class _Reader:
         except ValueError as e:
             raise ConfigError(f"{self.path}: {where}: {e}") from None
 
-    def server_endpoint(self, where: str, listen: str) -> str:
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import serverFromString
-
-        if listen.removeprefix(BALANCER_PREFIX).startswith("ssl:"):
-            raise self.fail(where, f'listen = {listen!r}: use tcp: with tls = "implicit" (and '
-                            "tls_cert, or a generated certificate) for TLS from the first byte")
-        listen = _default_interface(listen)
-        try:
-            serverFromString(reactor, listen)
-        except Exception as e:  # each endpoint type raises its own kinds for bad arguments
-            raise self.fail(
-                where, f"listen = {listen!r} is not a Twisted server endpoint "
-                f"(expected e.g. \"tcp:1143:interface=127.0.0.1\"): {e}"
-            ) from None
-        return listen
-
-    def client_endpoint(self, where: str, upstream: str) -> str:
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import clientFromString
-
-        try:
-            clientFromString(reactor, upstream)
-        except Exception as e:  # each endpoint type raises its own kinds for bad arguments
-            raise self.fail(
-                where, f"upstream = {upstream!r} is not a Twisted client endpoint "
-                f"(expected e.g. \"tls:outlook.office365.com:993\"): {e}"
-            ) from None
-        if not upstream.startswith(("tls:", "tcp:")):
-            raise self.fail(where, f"upstream = {upstream!r}: expected tls:HOST:PORT or tcp:HOST:PORT")
-        return upstream
-
     def upstream_security(self, where: str, protocol: str, upstream: str) -> None:
         """IMAP and POP3 have no STARTTLS step here: a tcp: upstream would send the access
         token in the clear."""
@@ -377,15 +368,6 @@ class _Reader:
                 where, f"upstream = {upstream!r}: {protocol} needs tls:HOST:PORT (implicit TLS, "
                 "e.g. tls:outlook.office365.com:993); the token must never cross in the clear"
             )
-
-
-def _default_interface(listen: str) -> str:
-    """A tcp listener without interface= would bind every address; bind loopback instead."""
-    kind, _, _ = listen.removeprefix(BALANCER_PREFIX).partition(":")
-    if kind in ("tcp", "tcp6") and "interface=" not in listen:
-        # Colons in an endpoint string's value are escaped with a backslash.
-        return listen + ":interface=" + ("\\:\\:1" if kind == "tcp6" else "127.0.0.1")
-    return listen
 
 
 def _default_scopes(flow: str, listeners: tuple[ListenerConfig, ...]) -> list[str]:

@@ -53,12 +53,12 @@ from .answers import (
     retry_after_seconds,
 )
 from .assertion import b64url, client_assertion, load_signing_certificate
+from .polling import DevicePolling
 
 log = logging.getLogger(__name__)
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5: add 5 seconds to the interval on slow_down
 NO_CONSENT = 65001  # AADSTS number: no consent for (some of) the requested scopes
 # 4xx answers that still mean "try again later".
 TEMPORARY_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -172,7 +172,7 @@ class EntraClient:
 
     def poll_device_code(self, device: DeviceCode) -> TokenSet | None:
         """One poll: tokens once the user has signed in, None while pending. Raises SlowDown
-        (wait SLOW_DOWN_STEP seconds longer from now on), AuthorisationDeclined,
+        (wait longer from now on), AuthorisationDeclined,
         AuthorisationExpired or AuthorisationFailed."""
         form = {"grant_type": DEVICE_CODE_GRANT, "client_id": self.account.client_id,
                 "device_code": device.device_code, **self._client_authentication()}
@@ -197,27 +197,11 @@ class EntraClient:
         self, device: DeviceCode, sleep: Callable[[float], None] = time.sleep
     ) -> TokenSet:
         """Poll until the user signs in, honouring interval and slow_down; AuthorisationExpired
-        once expires_in has passed. An outage or throttling while the user is still signing in
-        does not end the wait (the next poll may well work); any other error does."""
-        interval = float(device.interval)
-        pause = interval
+        once expires_in has passed (see DevicePolling)."""
+        polling = DevicePolling(self, device)
         while True:
-            if self.clock() >= device.expires_at:
-                raise AuthorisationExpired()
-            sleep(pause)
-            pause = interval
-            try:
-                tokens = self.poll_device_code(device)
-            except SlowDown:
-                interval += SLOW_DOWN_STEP
-                pause = interval
-                continue
-            except (TokenEndpointUnavailable, TokenEndpointThrottled) as e:
-                log.warning("%s: device code poll failed, trying again: %s",
-                            self.account.username, e)
-                retry_after = getattr(e, "retry_after", None)
-                pause = max(interval, retry_after or 0.0, 1.0)
-                continue
+            sleep(polling.next_pause())
+            tokens = polling.poll()
             if tokens is not None:
                 return tokens
 

@@ -9,18 +9,19 @@ Every request needs `Authorization: Bearer TOKEN` with the random token of the r
 
 from __future__ import annotations
 
-import hmac
-import json
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.web import http, resource, server
+from twisted.web import resource, server
 
 from ..errors import ConfigError
+from ..web.auth import bearer_token, same_secret
+from ..web.http import QuietSite, json_answer, write_answer
 from .runtime import Runtime
 
 log = Logger(namespace="xoauth2-proxy")
@@ -34,55 +35,50 @@ class ControlResource(resource.Resource):
         self.runtime = runtime
         self.token = token
 
-    def render(self, request: server.Request) -> bytes | int:
-        given = request.getHeader("authorization") or ""
-        expected = f"Bearer {self.token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return _json(request, 403, {"ok": False, "error": "a valid control token is required"})
-        method, path = request.method, request.path
-        if method == b"GET" and path == b"/runtime":
-            return _json(request, 200, self.runtime.view().as_json())
-        if method == b"POST" and path == b"/reload":
+    def render(self, request: server.Request) -> int:
+        given = bearer_token(request.getHeader("authorization"))
+        if given is None or not same_secret(given, self.token):
+            write_answer(request, json_answer(
+                403, {"ok": False, "error": "a valid control token is required"}))
+        elif request.method == b"GET" and request.path == b"/runtime":
+            write_answer(request, json_answer(200, self.runtime.view().as_json()))
+        elif request.method == b"POST" and request.path == b"/reload":
             defer.Deferred.fromCoroutine(self._reload(request))
-            return server.NOT_DONE_YET
-        return _json(request, 404, {"ok": False, "error": "no such control action"})
+        else:
+            write_answer(request, json_answer(404, {"ok": False, "error": "no such control action"}))
+        return server.NOT_DONE_YET
 
     async def _reload(self, request: server.Request) -> None:
-        try:
-            changes = await self.runtime.reload_from_file()
-        except ConfigError as e:
-            answer = (422, {"ok": False, "error": e.message})
-        except Exception as e:  # a fault of the proxy's own: logged, and the caller told
-            log.failure("control: reload failed", event="reload_failed")
-            answer = (500, {"ok": False, "error": f"internal error ({type(e).__name__}); see the log"})
-        else:
-            answer = (200, {"ok": True, "changes": changes.summary()})
-        if not request.finished and not request._disconnected:
-            request.write(_json(request, *answer))
-            request.finish()
+        outcome = await reload_now(self.runtime)
+        status = 200 if outcome.ok else 422 if outcome.refused else 500
+        body = {"ok": True, "changes": outcome.text} if outcome.ok else {"ok": False, "error": outcome.text}
+        write_answer(request, json_answer(status, body))
 
 
-class _QuietSite(server.Site):
-    """No access log: the proxy logs what the actions did."""
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    text: str  # what changed, or why nothing did
+    refused: bool = False  # the configuration was refused (not a fault of the proxy's own)
 
-    noisy = False
 
-    def log(self, request: http.Request) -> None:
-        pass
+async def reload_now(runtime: Runtime) -> ReloadResult:
+    """Read the configuration file again and apply it (the control endpoint, the admin page)."""
+    try:
+        changes = await runtime.reload_from_file()
+    except ConfigError as e:
+        return ReloadResult(False, e.message, refused=True)
+    except Exception as e:  # a fault of the proxy's own: logged, and the caller told
+        log.failure("reload failed", event="reload_failed")
+        return ReloadResult(False, f"internal error ({type(e).__name__}); see the log")
+    return ReloadResult(True, changes.summary())
 
 
 async def start_control(reactor: Any, runtime: Runtime) -> tuple[IListeningPort, str, str]:
     """Listen on a free loopback port; returns the port, its URL and the token it requires."""
     token = secrets.token_urlsafe(32)
     endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-    site = _QuietSite(ControlResource(runtime, token))  # type: ignore[no-untyped-call]
+    site = QuietSite(ControlResource(runtime, token))  # type: ignore[no-untyped-call]
     port = await endpoint.listen(site)
     address = port.getHost()
     return port, f"http://127.0.0.1:{getattr(address, 'port', 0)}/", token
-
-
-def _json(request: server.Request, code: int, body: dict[str, Any]) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader("content-type", "application/json")
-    request.setHeader("cache-control", "no-store")
-    return json.dumps(body).encode()

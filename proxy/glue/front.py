@@ -24,6 +24,7 @@ from zope.interface import implementer
 from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, StartTLS
 from ..config import Limits, ListenerConfig, Network
 from ..errors import ProxyError, TemporaryFailure
+from ..metrics import ProxyMetrics
 from . import descriptors
 from .gateway import Gateway
 from .sessions import OpenSessions
@@ -130,6 +131,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
 
     def _login_succeeded(self, signed_in: SignedIn, started: float) -> None:
         self._pending_login = None
+        self.factory.metrics.login(self.factory.listener.name, self.username or "", self.source,
+                                   None)
         if self.closed:
             signed_in.close()  # the client left while we signed in
             return
@@ -148,6 +151,8 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
             log.failure("{label} unexpected error during login", failure,
                         **self._about("login_error"))
             error = TemporaryFailure("Internal error in the proxy; see its log")
+        self.factory.metrics.login(self.factory.listener.name, self.username or "", self.source,
+                                   error)
         log.info(
             "{label} {user} login failed ({kind}): {message}",
             user=self.username, kind=error.kind.value, message=error.message,
@@ -167,6 +172,7 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.stream.resumeProducing()
 
     def _session_ended(self, to_upstream: int, to_client: int) -> None:
+        self.factory.metrics.session_ended(self.factory.listener.name, to_upstream, to_client)
         log.info(
             "{label} {user} closed: {up} bytes to upstream, {down} bytes to client, {seconds:.1f} s",
             user=self.username, up=to_upstream, down=to_client,
@@ -233,6 +239,7 @@ class FrontFactory(Factory):
         busy_answer: bytes,
         server_tls: IOpenSSLServerConnectionCreator | None = None,
         sessions: OpenSessions | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self.listener = listener
         self.make_session = make_session
@@ -242,6 +249,7 @@ class FrontFactory(Factory):
         self.busy_answer = busy_answer
         self.server_tls = server_tls  # for STARTTLS
         self.sessions = sessions if sessions is not None else OpenSessions()
+        self.metrics = metrics or ProxyMetrics()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
@@ -273,6 +281,7 @@ class FrontFactory(Factory):
         )
         protocol = FrontProtocol(session, self, source, label, peer)
         self.sessions.opened(source, protocol)
+        self.metrics.session_opened(self.listener.name)
         return protocol
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
-from ..errors import Throttled, UpstreamRejected, WrongPassword
+from ..errors import LockedOut, UpstreamRejected, WrongPassword
 from ..resources import OUTLOOK
 from ..throttle import LoginThrottle, Refuse
 from ..tokens.broker import TokenBroker
@@ -29,7 +29,7 @@ class Gateway:
         throttled source is delayed or refused before its password is even looked at."""
         verdict = self.throttle.check(source, username)
         if isinstance(verdict, Refuse):
-            raise Throttled(verdict.message)
+            raise LockedOut(verdict.message)
         if verdict.delay:
             await task.deferLater(self.reactor, verdict.delay)
         try:

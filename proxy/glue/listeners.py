@@ -16,6 +16,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from ..actions import FrontSession
 from ..config import Config, Limits, ListenerConfig
 from ..config.changes import ListenerSpec
+from ..metrics import ProxyMetrics
 from ..protocols import BUSY, cores_for
 from ..throttle import LoginThrottle, ThrottleSettings
 from ..tokens.blocking import RunBlocking
@@ -61,16 +62,19 @@ def build_factory(
     throttle: LoginThrottle,
     sessions: OpenSessions,
     run_blocking: RunBlocking,
+    metrics: ProxyMetrics,
 ) -> IProtocolFactory:
     """The factory for the listener's new connections; logs what an administrator must know
     about its TLS."""
     _log_security(listener, tls)
-    make_session, sign_in = _front_and_sign_in(listener, config, reactor, broker, run_blocking)
+    make_session, sign_in = _front_and_sign_in(listener, config, reactor, broker, run_blocking,
+                                               metrics)
     gateway = Gateway(reactor, broker, sign_in, throttle, listener.resource)
     front = FrontFactory(
         listener, make_session, gateway, reactor, config.limits, BUSY[listener.protocol],
-        tls.options if tls and listener.tls == "starttls" else None, sessions,
+        tls.options if tls and listener.tls == "starttls" else None, sessions, metrics,
     )
+    metrics.listener_started(listener.name)
     factory: IProtocolFactory = front
     if tls and listener.tls == "implicit":
         factory = TLSMemoryBIOFactory(tls.options, False, front)
@@ -81,7 +85,7 @@ def build_factory(
 
 def _front_and_sign_in(
     listener: ListenerConfig, config: Config, reactor: Any, broker: TokenBroker,
-    run_blocking: RunBlocking,
+    run_blocking: RunBlocking, metrics: ProxyMetrics,
 ) -> tuple[Callable[..., FrontSession], SignIn]:
     """The listener's pre-login session and how its logins sign in: to a TCP upstream, or
     (upstream = "graph") to nothing but a Graph token."""
@@ -89,7 +93,8 @@ def _front_and_sign_in(
         return graph_front(listener), graph_sign_in(reactor, listener, broker, run_blocking)
     target = UpstreamTarget.from_listener(listener, config.limits.upstream_timeout_seconds)
     cores = cores_for(listener.protocol, target.implicit_tls)
-    return cores.make_session, upstream_sign_in(reactor, target, cores.make_login)
+    return cores.make_session, upstream_sign_in(reactor, target, cores.make_login,
+                                                metrics.upstream_timing(listener.name))
 
 
 class ListenerFactory(Factory):
@@ -104,7 +109,6 @@ class ListenerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         return cast("Protocol | None", self.current.buildProtocol(addr))  # type: ignore[arg-type]
-
 
 
 def throttle_settings(limits: Limits) -> ThrottleSettings:

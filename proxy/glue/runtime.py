@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from ..config import Config, ListenerConfig, load_config
 from ..config.changes import ConfigChanges, ListenerSpec, config_changes, store_change
 from ..errors import ConfigError
+from ..metrics import ProxyMetrics
 from ..runtime_view import ListenerView, ReloadOutcome, RuntimeView
 from ..store import open_store
 from ..throttle import LoginThrottle
@@ -70,7 +71,9 @@ class Runtime:
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="xoauth2-proxy")
         self.run_blocking = blocking_runner(reactor, self.pool)
         self.store = open_store(config)
-        self.broker = TokenBroker(config, self.store, self.run_blocking)
+        self.metrics = ProxyMetrics()
+        self.broker = TokenBroker(config, self.store, self.run_blocking,
+                                  on_token_request=self.metrics.token_request)
         self.throttle = LoginThrottle(throttle_settings(config.limits))
         self.listeners: dict[str, RunningListener] = {}
         self.started_at: float | None = None
@@ -150,7 +153,7 @@ class Runtime:
         factories = {
             spec.key: build_factory(spec.config, new, prepared[spec.key].tls, self.reactor,
                                     self.broker, self.throttle, sessions[spec.key],
-                                    self.run_blocking)
+                                    self.run_blocking, self.metrics)
             for spec in changes.added + changes.changed
         }
         removed = [self.listeners[spec.key] for spec in changes.removed]
@@ -303,6 +306,8 @@ class Runtime:
             started_at=self.started_at,
             stopping=self.stopping,
             listeners=listeners,
+            listeners_down=tuple(listener.name for listener in self.config.listeners
+                                 if listener.listen not in self.listeners),
             sessions_on_removed_listeners=sum(len(s) for s in self._retired),
             accounts=tuple(sorted(a.username for a in self.config.accounts.values())),
             last_reload=self.last_reload,

@@ -32,6 +32,7 @@ from zope.interface import implementer
 from ..actions import Close, LoggedIn, LoginRefused, Send, StartTLS, UpstreamLogin
 from ..config import ListenerConfig, endpoint_parts
 from ..errors import UpstreamUnavailable
+from ..metrics import Timing
 from ..tokens.broker import Grant
 from .addresses import CachedAddresses, tcp_endpoint
 from .relay import Relay
@@ -204,11 +205,14 @@ async def connect_upstream(
     reactor: IReactorTime,
     target: UpstreamTarget,
     make_core: Callable[[], UpstreamLogin],
+    timing: Timing | None = None,
 ) -> SignedInUpstream:
-    """Connect and sign in; raises ProxyError."""
+    """Connect and sign in; raises ProxyError. `timing` is told how long connecting took, and
+    then signing in, when each succeeded."""
     protocol = UpstreamProtocol(make_core(), target)
     factory = Factory.forProtocol(lambda: protocol)
     factory.noisy = False  # one factory per login: "Starting factory" lines would flood the log
+    started = reactor.seconds()
     try:
         await target.endpoint(reactor).connect(factory)
     except net_error.ConnectError as e:
@@ -216,6 +220,7 @@ async def connect_upstream(
         raise UpstreamUnavailable(
             f"Could not connect to the mail server {target.address}: {_connect_reason(e)}"
         ) from None
+    connected = reactor.seconds()
     timer = reactor.callLater(target.timeout, _give_up, protocol)
     try:
         logged_in = await protocol.outcome
@@ -225,17 +230,21 @@ async def connect_upstream(
     handle = protocol.stream.getHandle()
     if isinstance(handle, SSL.Connection):  # by now the server's session tickets have come
         target.tls_options.remember(handle)
+    if timing is not None:
+        timing("connect", connected - started)
+        timing("login", reactor.seconds() - connected)
     return SignedInUpstream(protocol, logged_in, reactor)
 
 
 def upstream_sign_in(
-    reactor: IReactorTime, target: UpstreamTarget, make_login: Callable[[str, str], UpstreamLogin]
+    reactor: IReactorTime, target: UpstreamTarget, make_login: Callable[[str, str], UpstreamLogin],
+    timing: Timing | None = None,
 ) -> SignIn:
     """Signs in to `target` with the listener's login core, for the gateway."""
 
     def sign_in(grant: Grant) -> Awaitable[SignedIn]:
         return connect_upstream(
-            reactor, target, lambda: make_login(grant.mailbox, grant.access_token))
+            reactor, target, lambda: make_login(grant.mailbox, grant.access_token), timing)
 
     return sign_in
 

@@ -18,25 +18,19 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock
 
-from ..errors import AccountNotReady, StoreFileInvalid
+from ..errors import StoreFileInvalid
 from ..private_files import PRIVATE_FILE_MODE, fsync_dir, make_private_folder, write_atomically
 from .contract import Stamp
 from .kdf import DEFAULT_KDF, KdfParams
 from .record import (
     MAX_RECORD_BYTES,
-    AccountMeta,
     Record,
-    Secrets,
-    UnlockKey,
     account_name,
-    check_meta_changes,
-    new_key,
 )
-from .rekey import change_password
+from .sealed import SealedRecords
 
 
 @dataclass
@@ -46,14 +40,14 @@ class _HeldLock:
     file_lock: FileLock | None = None
 
 
-class FileStore:
+class FileStore(SealedRecords):
     """The account files under `root`. Safe to share between threads of one process; other
     processes are kept in step by the per-account file lock."""
 
     def __init__(self, root: Path, kdf: KdfParams = DEFAULT_KDF) -> None:
+        super().__init__(kdf)
         self.root = Path(root)
         self.accounts = self.root / "accounts"
-        self.kdf = kdf
         self._mutex = threading.Lock()
         self._locks: dict[str, _HeldLock] = {}
 
@@ -68,16 +62,7 @@ class FileStore:
         return str(self.path(username))
 
     def exists(self, username: str) -> bool:
-        return self.path(username).is_file()
-
-    def read_meta(self, username: str) -> AccountMeta | None:
-        """The account's meta, or None when it has no file. No KDF, no decryption."""
-        record = self._read(self.path(username), account_name(username))
-        return record.meta if record else None
-
-    def list_meta(self) -> list[AccountMeta]:
-        """Every account's meta, sorted by user name; left-over temporary files are ignored."""
-        return [record.meta for record in self.records()]
+        return self.path(username).is_file()  # one stat, no read
 
     def records(self) -> list[Record]:
         """Every account's record as it is kept, sorted by user name."""
@@ -104,68 +89,6 @@ class FileStore:
             return None
         return (found.st_ino, found.st_size, found.st_mtime_ns)
 
-    # -- keys --
-
-    def new_key(self, password: str) -> UnlockKey:
-        """A key for a new account or a new password: fresh salt, this store's KDF cost. Slow."""
-        return new_key(password, self.kdf)
-
-    def outdated(self, key: UnlockKey) -> bool:
-        return key.params != self.kdf
-
-    def derive_key(self, username: str, password: str) -> UnlockKey:
-        """The key `password` gives for the account's file, using the file's salt and cost. Slow.
-
-        Raises AccountNotReady when the account has no file. Any password gives a key; only
-        load() tells whether it was the right one.
-        """
-        return self._require(username).derive_key(password)
-
-    # -- secrets --
-
-    def load(self, username: str, key: UnlockKey) -> Secrets:
-        """Decrypt the account's secrets. Never writes anything.
-
-        Raises WrongPassword when the key does not open the file, StaleKey (a WrongPassword)
-        when the key was derived for an earlier version of the file (the password has been
-        changed since), AccountNotReady when there is no file, StoreFileInvalid when it is broken.
-        """
-        name = account_name(username)
-        return self._require(name).open(key, self.path(name))
-
-    def save(
-        self, username: str, key: UnlockKey, secrets: Secrets, meta: AccountMeta | None = None
-    ) -> AccountMeta:
-        """Encrypt `secrets` with `key` (fresh nonce) and replace the account's file atomically.
-
-        `meta` defaults to the file's current meta (AccountNotReady if there is none); its
-        access_expires_at and refresh_token_present are taken from `secrets`. Returns the meta
-        written. Takes the account lock itself, so it is safe inside or outside lock().
-        """
-        name = account_name(username)
-        with self.lock(name):
-            if meta is None:
-                meta = self._require(name).meta
-            elif account_name(meta.username) != name:
-                raise ValueError(f"meta is for {meta.username!r}, not {name!r}")
-            record = Record.seal(key, secrets, meta)
-            self._write(name, record)
-            return record.meta
-
-    def update_meta(self, username: str, **changes: Any) -> AccountMeta:
-        """Change meta fields (state, access_expires_at, ...) without the password, atomically.
-
-        The ciphertext is kept as it is. Raises AccountNotReady when there is no file,
-        TypeError for unknown or fixed fields, ValueError for bad values.
-        """
-        check_meta_changes(changes)
-        name = account_name(username)
-        self._require(name)  # before lock(), which would create the store's folders
-        with self.lock(name):
-            record = self._require(name).with_meta(**changes)
-            self._write(name, record)
-            return record.meta
-
     def remove(self, username: str) -> bool:
         """Delete the account's file; False when there was none.
 
@@ -184,24 +107,8 @@ class FileStore:
             fsync_dir(self.accounts)
             return True
 
-    def put_record(self, record: Record) -> bool:
-        """Keep `record` as it is (still sealed) unless the account has one; False then."""
-        name = record.meta.username
-        with self.lock(name):
-            if self.exists(name):
-                return False
-            self._write(name, record)
-            return True
-
     def close(self) -> None:
         """Nothing to release: every method opens and closes its own files."""
-
-    def change_password(self, username: str, old_password: str, new_password: str) -> UnlockKey:
-        """Re-encrypt the account under `new_password` with a new salt; returns the new key.
-
-        Raises WrongPassword (nothing changed) when `old_password` is wrong.
-        """
-        return change_password(self, username, old_password, new_password)
 
     @contextlib.contextmanager
     def lock(self, username: str) -> Iterator[None]:
@@ -233,14 +140,8 @@ class FileStore:
 
     # -- internals --
 
-    def _require(self, username: str) -> Record:
-        name = account_name(username)
-        record = self._read(self.path(name), name)
-        if record is None:
-            raise AccountNotReady(
-                f"No stored credentials for {name}; run: xoauth2-proxy account add {name}"
-            )
-        return record
+    def _get(self, name: str) -> Record | None:
+        return self._read(self.path(name), name)
 
     def _read(self, path: Path, name: str | None) -> Record | None:
         try:
@@ -265,8 +166,9 @@ class FileStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def _write(self, name: str, record: Record) -> None:
+    def _write(self, record: Record) -> None:
         """Replace the account's file: a crash at any point leaves the old or the new file."""
+        name = record.meta.username
         self._make_folders()
         self._clean_temporaries(name)
         write_atomically(self.path(name), record.to_bytes())

@@ -25,12 +25,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from ..errors import AccountNotReady, StoreUnavailable
+from ..errors import StoreUnavailable
 from .contract import Stamp
 from .kdf import DEFAULT_KDF, KdfParams
-from .record import AccountMeta, Record, Secrets, UnlockKey, account_name, new_key
-from .rekey import change_password
+from .record import Record, account_name
 from .schema import ACCOUNTS, migrate
+from .sealed import SealedRecords
 
 # A lock waits at most this long for another instance's refresh (token requests time out
 # well before); then the login gets a temporary failure instead of hanging.
@@ -77,11 +77,11 @@ class _Held:
     names: set[str] = field(default_factory=set)
 
 
-class PostgresStore:
+class PostgresStore(SealedRecords):
     """The accounts in a PostgreSQL database; safe to share between threads and instances."""
 
     def __init__(self, dsn: str, kdf: KdfParams = DEFAULT_KDF, max_connections: int = 8) -> None:
-        self.kdf = kdf
+        super().__init__(kdf)
         self.where = describe_dsn(dsn)
         self._local = threading.local()
         self._schema_lock = threading.Lock()
@@ -108,67 +108,16 @@ class PostgresStore:
                              (account_name(username),)).fetchone()
         return None if row is None else (int(row[0]),)
 
-    def read_meta(self, username: str) -> AccountMeta | None:
-        record = self._get(account_name(username))
-        return record.meta if record else None
-
-    def list_meta(self) -> list[AccountMeta]:
-        return [record.meta for record in self.records()]
-
     def records(self) -> list[Record]:
         with self._transaction() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM {ACCOUNTS} ORDER BY name").fetchall()
         return [self._parse(name, raw) for name, raw in rows]
-
-    # -- keys and secrets --
-
-    def new_key(self, password: str) -> UnlockKey:
-        return new_key(password, self.kdf)
-
-    def outdated(self, key: UnlockKey) -> bool:
-        return key.params != self.kdf
-
-    def derive_key(self, username: str, password: str) -> UnlockKey:
-        return self._require(username).derive_key(password)  # no connection held meanwhile
-
-    def load(self, username: str, key: UnlockKey) -> Secrets:
-        return self._require(username).open(key, self.location(username))
-
-    def save(
-        self, username: str, key: UnlockKey, secrets: Secrets, meta: AccountMeta | None = None
-    ) -> AccountMeta:
-        name = account_name(username)
-        with self.lock(name):
-            if meta is None:
-                meta = self._require(name).meta
-            elif account_name(meta.username) != name:
-                raise ValueError(f"meta is for {meta.username!r}, not {name!r}")
-            record = Record.seal(key, secrets, meta)
-            self._write(record)
-            return record.meta
-
-    def update_meta(self, username: str, **changes: Any) -> AccountMeta:
-        name = account_name(username)
-        with self.lock(name):
-            record = self._require(name).with_meta(**changes)
-            self._write(record)
-            return record.meta
-
-    def put_record(self, record: Record) -> bool:
-        with self.lock(record.meta.username):
-            if self.exists(record.meta.username):
-                return False
-            self._write(record)
-            return True
 
     def remove(self, username: str) -> bool:
         name = account_name(username)
         with self.lock(name), self._transaction() as db:
             return db.execute(f"DELETE FROM {ACCOUNTS} WHERE name = %s RETURNING name",
                               (name,)).fetchone() is not None
-
-    def change_password(self, username: str, old_password: str, new_password: str) -> UnlockKey:
-        return change_password(self, username, old_password, new_password)
 
     @contextlib.contextmanager
     def lock(self, username: str) -> Iterator[None]:
@@ -241,15 +190,6 @@ class PostgresStore:
             row = db.execute(f"SELECT {_COLUMNS} FROM {ACCOUNTS} WHERE name = %s",
                              (name,)).fetchone()
         return None if row is None else self._parse(*row)
-
-    def _require(self, username: str) -> Record:
-        name = account_name(username)
-        record = self._get(name)
-        if record is None:
-            raise AccountNotReady(
-                f"No stored credentials for {name}; run: xoauth2-proxy account add {name}"
-            )
-        return record
 
     def _parse(self, name: str, raw: str) -> Record:
         return Record.parse(raw.encode("utf-8"), self.location(name), name)

@@ -21,12 +21,3 @@ def rekey_if_outdated(store: Store, username: str, key: UnlockKey, password: str
         store.save(username, fresh, secrets)
     return fresh
 
-
-def change_password(store: Store, username: str, old_password: str, new_password: str) -> UnlockKey:
-    """Re-seal the account under `new_password` with a new salt at the store's cost; returns
-    the new key. WrongPassword (nothing changed) when `old_password` is wrong."""
-    with store.lock(username):
-        secrets = store.load(username, store.derive_key(username, old_password))
-        key = store.new_key(new_password)
-        store.save(username, key, secrets)
-        return key

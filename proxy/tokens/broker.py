@@ -33,12 +33,14 @@ import requests
 from twisted.internet.defer import DeferredLock, DeferredSemaphore
 from twisted.logger import Logger
 
+from ..account_state import RefreshTrouble
 from ..config import AccountConfig, Config
 from ..entra.answers import TokenSet
 from ..entra.client import EntraClient
 from ..errors import (
     AccountNotReady,
     NeedsReauthorisation,
+    ProxyError,
     StaleKey,
     StoreUnavailable,
     TemporaryFailure,
@@ -129,6 +131,7 @@ class TokenBroker:
         refresh_margin: float = REFRESH_MARGIN,
         fallback_remaining: float | None = MIN_REMAINING,
         retry_backoff: tuple[float, float] | None = (BACKOFF_FIRST, BACKOFF_MAX),
+        on_token_request: Callable[[ProxyError | None], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -145,6 +148,10 @@ class TokenBroker:
         self._locks: defaultdict[str, DeferredLock] = defaultdict(DeferredLock)
         self._derivations = DeferredSemaphore(PARALLEL_DERIVATIONS)
         self._clients: dict[str, EntraClient] = {}
+        # Called (from the thread pool) after each token request: None or how it failed.
+        self._on_token_request = on_token_request or (lambda error: None)
+        # Accounts whose token requests keep failing, for the admin page; cleared by a success.
+        self.trouble: dict[str, RefreshTrouble] = {}
 
     async def grant(self, username: str, password: str, resource: str = OUTLOOK) -> Grant:
         """An access token for `username` and `resource`; raises WrongPassword,
@@ -202,6 +209,12 @@ class TokenBroker:
                 self._backoff.pop(name, None)
         self.config = config
 
+    def forget_failures(self, username: str) -> None:
+        """The account was authorised again: what failed before is over, and its next login
+        may ask Entra ID at once."""
+        self.trouble.pop(username.lower(), None)
+        self._backoff.pop(username.lower(), None)
+
     def forget_access_token(self, username: str, resource: str = OUTLOOK) -> None:
         """The upstream refused the cached token (revoked early): the next grant refreshes."""
         unlocked = self._unlocked.get(username.lower())
@@ -239,7 +252,11 @@ class TokenBroker:
         except SaveFailed as e:
             self._unsaved[name] = e.unsaved
             raise
+        except NeedsReauthorisation as e:
+            self._note_trouble(name, e)
+            raise
         except BACKOFF_ERRORS as e:
+            self._note_trouble(name, e)
             self._note_failure(name, e)
             if self._fallback_usable(unlocked, resource):
                 log.warn("{user}: token refresh failed ({error}); the current access token is "
@@ -249,6 +266,7 @@ class TokenBroker:
                 return self._grant(account, unlocked, resource, fresh=False)
             raise
         self._backoff.pop(name, None)
+        self.trouble.pop(name, None)
         unlocked.refused.pop(resource, None)
         return self._grant(account, unlocked, resource, fresh=True)
 
@@ -289,6 +307,11 @@ class TokenBroker:
         return self._fallback is not None and self._usable(
             unlocked.secrets, resource, unlocked.refused.get(resource), self._fallback)
 
+    def _note_trouble(self, name: str, error: ProxyError) -> None:
+        previous = self.trouble.get(name)
+        since = previous.since if previous is not None else self._now()
+        self.trouble[name] = RefreshTrouble(since, error.message)
+
     def _note_failure(self, name: str, error: TemporaryFailure) -> None:
         if self._retry_backoff is None:
             return
@@ -318,18 +341,24 @@ class TokenBroker:
 
     def _request_tokens(self, account: AccountConfig, secrets: Secrets,
                         resource: str) -> TokenSet:
-        client = self._client(account)
-        if account.flow == "client_credentials":
-            return client.client_credentials(resource)
-        if not secrets.refresh_token:
+        if account.flow != "client_credentials" and not secrets.refresh_token:
             self.store.update_meta(account.username, state="needs_reauth")
             raise NeedsReauthorisation(account.username, "no refresh token is stored")
+        client = self._client(account)
         try:
-            return client.refresh(secrets.refresh_token, resource)
-        except NeedsReauthorisation:
-            # Only a definitive refusal marks the account; every stored token is kept.
-            self.store.update_meta(account.username, state="needs_reauth")
+            if account.flow == "client_credentials":
+                tokens = client.client_credentials(resource)
+            else:
+                assert secrets.refresh_token is not None
+                tokens = client.refresh(secrets.refresh_token, resource)
+        except ProxyError as e:
+            self._on_token_request(e)
+            if isinstance(e, NeedsReauthorisation):
+                # Only a definitive refusal marks the account; every stored token is kept.
+                self.store.update_meta(account.username, state="needs_reauth")
             raise
+        self._on_token_request(None)
+        return tokens
 
     def _client(self, account: AccountConfig) -> EntraClient:
         name = account.username.lower()

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from ..entra.answers import TokenSet
 from ..errors import AccountNotReady, NeedsReauthorisation, StoreUnavailable, TemporaryFailure
 from ..store.contract import Stamp, Store
-from ..store.record import AccessToken, Secrets, UnlockKey
+from ..store.record import Secrets, UnlockKey
 from ..store.rekey import rekey_if_outdated
+from .authorisation import with_tokens
 
 
 @dataclass
@@ -101,9 +102,7 @@ def refresh_record(
                 return secrets, store.stamp(name)
             tokens = request(secrets)
             replaced = secrets.refresh_token
-            renewed = secrets.with_token(resource, AccessToken(tokens.access_token,
-                                                               tokens.expires_at),
-                                         tokens.refresh_token or secrets.refresh_token)
+            renewed = with_tokens(secrets, resource, tokens)
             store.save(name, key, renewed)
             stamp = store.stamp(name)
     except (OSError, StoreUnavailable) as e:

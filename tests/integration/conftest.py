@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.browser import browser  # noqa: F401  (a fixture)
 from tests.support.dovecot import Dovecot
 from tests.support.world import (  # noqa: F401  (re-exported for the test modules)
     ALICE,

@@ -1,0 +1,34 @@
+"""Tokens Entra ID issued, into an account's secrets and its stored record: the one way for
+`account add`, the admin page's sign-ins and the broker's refreshes alike."""
+
+from __future__ import annotations
+
+from ..config import AccountConfig
+from ..entra.answers import TokenSet
+from ..entra.client import EntraClient
+from ..store import AccessToken, AccountMeta, Secrets, Store, UnlockKey
+
+
+def with_tokens(secrets: Secrets, resource: str, tokens: TokenSet) -> Secrets:
+    """`secrets` holding `tokens` for `resource`; a refresh token Entra ID did not rotate is
+    kept (client credentials have none)."""
+    return secrets.with_token(resource, AccessToken(tokens.access_token, tokens.expires_at),
+                              tokens.refresh_token or secrets.refresh_token)
+
+
+def tokens_without_sign_in(
+    client: EntraClient, account: AccountConfig, resource: str, secrets: Secrets
+) -> TokenSet:
+    """Tokens for one more resource after a sign-in: the app's own credentials, or the refresh
+    token the sign-in gave (blocking: a request to Entra ID)."""
+    if account.flow == "client_credentials":
+        return client.client_credentials(resource)
+    assert secrets.refresh_token is not None, "a delegated sign-in gives a refresh token"
+    return client.refresh(secrets.refresh_token, resource)
+
+
+def store_authorisation(store: Store, account: AccountConfig, key: UnlockKey,
+                        secrets: Secrets) -> None:
+    """Replace the account's record with a newly authorised one, sealed with `key`."""
+    meta = AccountMeta(username=account.username, mailbox=account.mailbox, flow=account.flow)
+    store.save(account.username, key, secrets, meta)

@@ -1,0 +1,1 @@
+"""The admin page, /metrics and /healthz: twisted.web resources over the running proxy."""
