@@ -14,6 +14,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 
 from ..config import endpoint_parts
+from .write_now import send_small_writes_at_once
 
 # Connections the kernel holds for a listener until the proxy accepts them. Twisted's default
 # of 50 overflows when a building's printers and mail programs reconnect at once (after a
@@ -23,12 +24,15 @@ _TAKES_BACKLOG = ("tcp", "tcp6", "ssl", "unix")
 
 
 def send_without_delay(transport: Any) -> None:
-    """TCP_NODELAY on the socket under `transport` (through TLS and PROXY-protocol wrappers,
-    which pass unknown attributes on to the transport they wrap); nothing for other sockets
-    (UNIX sockets have no such option, and Twisted would log the refusal)."""
+    """What is written to `transport` leaves without waiting: TCP_NODELAY on the socket under
+    it (through TLS and PROXY-protocol wrappers, which pass unknown attributes on to the
+    transport they wrap; not on UNIX sockets, which have no such option and for which Twisted
+    would log the refusal), and small writes sent in the same pass of the reactor
+    (proxy.glue.write_now)."""
     set_no_delay = getattr(transport, "setTcpNoDelay", None)
     if set_no_delay is not None and isinstance(transport.getHost(), (IPv4Address, IPv6Address)):
         set_no_delay(True)
+    send_small_writes_at_once(transport)
 
 
 def with_default_backlog(endpoint: str, backlog: int = DEFAULT_BACKLOG) -> str:
