@@ -7,7 +7,8 @@ Starts a real Dovecot 2.3, the fake Entra ID, a light XOAUTH2 IMAP upstream (for
 the storm: Dovecot forks a process per session), this proxy and emailproxy (from .venv-bench,
 run with --no-gui, client credentials against the same fake Entra ID, trusting the test CA
 through SSL_CERT_FILE), all on 127.0.0.1, and prints one table. Every row is measured in this
-run with the targets taking turns (direct, emailproxy, this proxy, rotating per repetition):
+run with the targets taking turns (direct, emailproxy, with --before an earlier version of this
+proxy, this proxy; rotating per repetition):
   bulk   IMAP FETCH and POP3 RETR of 1, 28 and 100 MB, SMTP DATA of 28 MB: MB/s, ratio to
          direct, and the proxy's CPU seconds per 100 MB relayed (/proc/PID/stat);
   login  connect + login + logout, token cached: median and p99 (IMAP, POP3, SMTP);
@@ -61,6 +62,9 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--storm", type=int, default=200, help="simultaneous logins on an expired token")
     parser.add_argument("--emailproxy", type=Path, default=BENCH_VENV / "emailproxy",
                         help="emailproxy executable (default: .venv-bench/bin/emailproxy)")
+    parser.add_argument("--before", type=Path, metavar="SRC",
+                        help="also run an earlier version of this proxy from the source folder SRC "
+                             "(e.g. one made with `git worktree add`), as one more target")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record this proxy with py-spy during each row into DIR and summarise")
     return parser.parse_args()
@@ -105,7 +109,7 @@ def main() -> None:
     profiles: list[str] = []
     row_loads: list[str] = []  # the 1-minute load as each row started: was the machine busy?
     with tempfile.TemporaryDirectory(prefix="xoauth2-bench-") as tmp, \
-            bench_world(Path(tmp), emailproxy, messages) as world:
+            bench_world(Path(tmp), emailproxy, messages, args.before) as world:
         columns = [target.name for target in world.targets]
         runners = _row_runners(world, args)
         for name in chosen:

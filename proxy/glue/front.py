@@ -3,6 +3,7 @@ gateway when the session asks, then hands the rest of its stream to the signed-i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +25,11 @@ from ..actions import Close, FrontAction, FrontSession, Login, Relay, Send, Star
 from ..config import Limits, ListenerConfig, Network
 from ..errors import ProxyError, TemporaryFailure
 from ..metrics import ProxyMetrics
+from . import descriptors
 from .gateway import Gateway
 from .sessions import OpenSessions
 from .signed_in import ClientReader, SignedIn
+from .tcp_options import send_without_delay
 from .transport import StreamProtocol
 
 log = Logger(namespace="xoauth2-proxy")
@@ -48,11 +51,18 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.signed_in: SignedIn | None = None
         self.reader: ClientReader | None = None  # takes the client's stream after login
         self.closed = False
+        self.refused = False  # out of file descriptors: told to come back later
         self._started = self.clock.seconds()
         self._pending_login: defer.Deferred[SignedIn] | None = None
         self._timeout: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
+        send_without_delay(self.transport)
+        if not descriptors.BUDGET.has_room(self.transport):
+            self.closed = self.refused = True  # logged once by the budget, not per connection
+            self.stream.write(self.factory.busy_answer)
+            self.stream.loseConnection()
+            return
         log.info("{label} connected", **self._about("connected"))
         # A device that connects and never logs in must not hold a connection slot for ever.
         self._timeout = self.clock.callLater(
@@ -81,7 +91,7 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self._cancel_timeout()
         if self.reader is not None:
             self.reader.client_lost()
-        else:
+        elif not self.refused:
             log.info("{label} closed before login ({seconds:.1f} s)",
                      seconds=self.clock.seconds() - self._started, **self._about("closed"))
 
@@ -281,6 +291,7 @@ def address_within(host: str | None, networks: tuple[Network, ...]) -> bool:
     return address is not None and any(address in network for network in networks)
 
 
+@functools.lru_cache(maxsize=4096)  # parsed at every connection, twice; devices reconnect
 def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address((host or "").split("%", 1)[0])

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -28,6 +28,7 @@ from ..store import open_store
 from ..throttle import LoginThrottle
 from ..tokens.blocking import blocking_runner
 from ..tokens.broker import TokenBroker
+from . import descriptors
 from .balancer import inner_endpoint
 from .listeners import (
     ListenerFactory,
@@ -38,6 +39,7 @@ from .listeners import (
     throttle_settings,
 )
 from .sessions import OpenSessions
+from .tcp_options import with_default_backlog
 
 # requests and scrypt block; they run here, never on the reactor thread.
 THREADS = 8
@@ -85,6 +87,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Bind every listener; if one cannot be bound, none stays bound (ConfigError)."""
+        descriptors.BUDGET.enabled = descriptors.raise_open_files_limit() is not None
         self.pool.start()
         try:
             await self._locked(self._apply(self.config))
@@ -196,7 +199,7 @@ class Runtime:
         for spec in added:
             entry = ListenerFactory(factories[spec.key])
             try:
-                port = await serverFromString(self.reactor, inner_endpoint(spec.key)).listen(entry)
+                port = await _server_endpoint(self.reactor, spec.key).listen(entry)
             except Exception as e:  # CannotListenError, or an endpoint's own errors
                 for running in bound.values():
                     await defer.maybeDeferred(running.port.stopListening)
@@ -213,7 +216,7 @@ class Runtime:
     async def _listen_again(self, running: RunningListener) -> None:
         """A refused reload puts back a listener it had released."""
         try:
-            endpoint = serverFromString(self.reactor, inner_endpoint(running.spec.key))
+            endpoint = _server_endpoint(self.reactor, running.spec.key)
             running.port = await endpoint.listen(running.entry)
         except Exception as e:  # taken meanwhile by another program: say so loudly
             self._retire(self.listeners.pop(running.spec.key))
@@ -309,6 +312,14 @@ class Runtime:
             accounts=tuple(sorted(a.username for a in self.config.accounts.values())),
             last_reload=self.last_reload,
         )
+
+
+def _server_endpoint(reactor: Any, listen: str) -> IStreamServerEndpoint:
+    """The endpoint a listener's port is bound with: a balancer's prefix off, a listen queue
+    that holds a burst unless the listen string sets `backlog=`."""
+    endpoint: IStreamServerEndpoint = serverFromString(
+        reactor, with_default_backlog(inner_endpoint(listen)))
+    return endpoint
 
 
 def _where(config: Config, listener: ListenerConfig) -> str:

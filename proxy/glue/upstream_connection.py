@@ -8,18 +8,20 @@ TemporaryFailure with a reason.
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol as TypingProtocol
 
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet import error as net_error
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
-    IOpenSSLClientConnectionCreator,
+    IHandshakeListener,
     IReactorTime,
     IStreamClientEndpoint,
 )
@@ -32,10 +34,12 @@ from ..config import ListenerConfig, endpoint_parts
 from ..errors import UpstreamUnavailable
 from ..metrics import Timing
 from ..tokens.broker import Grant
+from .addresses import CachedAddresses, tcp_endpoint
 from .relay import Relay
 from .signed_in import ClientReader, SessionEnded, SignedIn, SignIn
+from .tcp_options import send_without_delay
 from .transport import StreamProtocol, StreamTransport
-from .upstream_tls import client_tls_options, describe_tls_error
+from .upstream_tls import ResumingTLS, describe_tls_error
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,12 +65,17 @@ class UpstreamTarget:
         return f"{self.host}:{self.port}"
 
     @functools.cached_property
-    def tls_options(self) -> IOpenSSLClientConnectionCreator:
-        """Built once: loading CA files and making an SSL context per login costs milliseconds."""
-        return client_tls_options(self.host, self.ca)
+    def tls_options(self) -> ResumingTLS:
+        """Built once: loading CA files and making an SSL context per login costs milliseconds,
+        and the session a login leaves is offered to the next."""
+        return ResumingTLS(self.host, self.ca)
+
+    @functools.cached_property
+    def addresses(self) -> CachedAddresses:
+        return CachedAddresses(self.host, self.port)
 
     def endpoint(self, reactor: IReactorTime) -> IStreamClientEndpoint:
-        tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=self.timeout)
+        tcp = tcp_endpoint(reactor, self.host, self.port, self.timeout, self.addresses)
         if self.implicit_tls:
             return wrapClientTLS(self.tls_options, tcp)
         return tcp
@@ -91,7 +100,7 @@ class Handover:
     transport: StreamTransport  # the connection, to write to and to close
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class UpstreamProtocol(StreamProtocol):
     """Runs the login core until it succeeds or fails; once handed over, passes everything
     from the server to its reader."""
@@ -108,6 +117,18 @@ class UpstreamProtocol(StreamProtocol):
         assert self.outcome.called and self.reader is None, "hand over once, after the login"
         self.reader = reader
         return Handover(self.core.take_unparsed(), self.stream)
+
+    def connectionMade(self) -> None:
+        send_without_delay(self.transport)
+
+    def handshakeCompleted(self) -> None:
+        """Every TLS handshake, resumed ones too, ends with the certificate's name checked."""
+        try:
+            self.target.tls_options.check_peer(self.stream.getHandle())
+        except Exception as e:  # VerificationError, CertificateError: the same to the user
+            if not self.outcome.called:
+                self.outcome.errback(_insecure(self.target, e))
+            self.stream.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.reader is not None:
@@ -144,10 +165,15 @@ class UpstreamProtocol(StreamProtocol):
 
 
 def _lost_during_login(target: UpstreamTarget, reason: Failure) -> UpstreamUnavailable:
-    tls_problem = describe_tls_error(reason.value) if reason.value is not None else None
-    if tls_problem:
-        return UpstreamUnavailable(f"Could not connect securely to {target.address}: {tls_problem}")
+    if reason.value is not None and describe_tls_error(reason.value):
+        return _insecure(target, reason.value)
     return UpstreamUnavailable(f"The mail server {target.address} closed the connection during login")
+
+
+def _insecure(target: UpstreamTarget, error: BaseException) -> UpstreamUnavailable:
+    target.tls_options.forget()  # whatever went wrong, the next handshake starts afresh
+    problem = describe_tls_error(error) or "the TLS handshake failed"
+    return UpstreamUnavailable(f"Could not connect securely to {target.address}: {problem}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,6 +216,7 @@ async def connect_upstream(
     try:
         await target.endpoint(reactor).connect(factory)
     except net_error.ConnectError as e:
+        target.addresses.forget()  # moved, or down: look the name up again next time
         raise UpstreamUnavailable(
             f"Could not connect to the mail server {target.address}: {_connect_reason(e)}"
         ) from None
@@ -200,6 +227,9 @@ async def connect_upstream(
     finally:
         if timer.active():
             timer.cancel()
+    handle = protocol.stream.getHandle()
+    if isinstance(handle, SSL.Connection):  # by now the server's session tickets have come
+        target.tls_options.remember(handle)
     if timing is not None:
         timing("connect", connected - started)
         timing("login", reactor.seconds() - connected)
@@ -236,5 +266,7 @@ def _connect_reason(e: net_error.ConnectError) -> str:
         return "the host name could not be resolved"
     if isinstance(e, net_error.NoRouteError):
         return "no route to the host"
+    if isinstance(e, net_error.ConnectBindError) and e.osError in (errno.EMFILE, errno.ENFILE):
+        return "the proxy has no file descriptors left (see its log)"
     return "the connection was reset or dropped while connecting"
 

@@ -32,6 +32,7 @@ STORM_SECRET = "storm-app-secret-51c2"
 PASSWORD = "bench-Password-1"
 APP_ONLY_SCOPE = "https://outlook.office365.com/.default"
 DIRECT, EMAILPROXY, THIS_PROXY = "direct", "emailproxy", "this proxy"
+BEFORE = "this proxy, before"  # an earlier version of this proxy, from another source folder
 # Sessions at once that the benchmark may open (crowd, burst): every limit is set above it.
 MAX_SESSIONS = 12000
 OPEN_FILES = 65536
@@ -94,9 +95,12 @@ def _proxy_config(workdir: Path, dovecot: Dovecot, light: LightImap, entra: Fake
 
 
 def _start_this_proxy(workdir: Path, dovecot: Dovecot, light: LightImap, entra: FakeEntra,
-                      stack: contextlib.ExitStack) -> Target:
+                      stack: contextlib.ExitStack, name: str = THIS_PROXY,
+                      source: Path | None = None) -> Target:
+    """This proxy, from this checkout or from the source folder `source`."""
     ports = {name: free_port() for name in ("imap", "pop3", "smtp", "light")}
-    proxy = ProxyProcess(workdir, _proxy_config(workdir, dovecot, light, entra, ports))
+    proxy = ProxyProcess(workdir, _proxy_config(workdir, dovecot, light, entra, ports),
+                         source=source)
     for user, lifetime in ((ALICE, 3600), (STORM, 2)):
         # STORM's token expires two seconds after it is stored: the storm finds it expired.
         entra.access_token_lifetime = lifetime
@@ -106,7 +110,7 @@ def _start_this_proxy(workdir: Path, dovecot: Dovecot, light: LightImap, entra: 
     entra.access_token_lifetime = 3600
     stack.callback(proxy.stop)
     proxy.start(*ports.values())
-    return _proxied(THIS_PROXY, ports, proxy)
+    return _proxied(name, ports, proxy)
 
 
 def _start_emailproxy(executable: Path, workdir: Path, dovecot: Dovecot, light: LightImap,
@@ -141,10 +145,11 @@ def dovecot_tls(dovecot: Dovecot) -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def bench_world(workdir: Path, emailproxy: Path | None,
-                messages: list[bytes]) -> Iterator[BenchWorld]:
-    """Start everything in `workdir` (emailproxy only if its executable is given) with
-    `messages` delivered to ALICE's inbox; stop it all on exit."""
+def bench_world(workdir: Path, emailproxy: Path | None, messages: list[bytes],
+                before: Path | None = None) -> Iterator[BenchWorld]:
+    """Start everything in `workdir` (emailproxy only if its executable is given, an earlier
+    version of this proxy only if its source folder `before` is) with `messages` delivered to
+    ALICE's inbox; stop it all on exit. This proxy is always the last target."""
     with contextlib.ExitStack() as stack:
         jwt_key = os.urandom(32)
         dovecot = Dovecot(workdir / "dovecot", jwt_key, max_userip_connections=MAX_SESSIONS)
@@ -167,6 +172,9 @@ def bench_world(workdir: Path, emailproxy: Path | None,
                                              entra, stack))
         else:
             notes.append("emailproxy: not run (its executable was not found)")
+        if before is not None:
+            targets.append(_start_this_proxy(workdir / "before", dovecot, light, entra, stack,
+                                             BEFORE, before))
         targets.append(_start_this_proxy(workdir / "proxy", dovecot, light, entra, stack))
         # The light server and both proxies hold two descriptors per crowd session; the limit
         # each proxy started with is reported.

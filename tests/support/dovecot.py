@@ -433,7 +433,11 @@ service anvil {{
     mode = 0
   }}
 }}
+# One login process serves many connections (Dovecot's "high-performance" mode), so a TLS
+# session it issued can be resumed, as Office 365's can; by default every connection gets a
+# process of its own, with ticket keys of its own.
 service imap-login {{
+  service_count = 0
   inet_listener imap {{
     port = {self.imap_port}
   }}
@@ -443,6 +447,7 @@ service imap-login {{
   }}
 }}
 service pop3-login {{
+  service_count = 0
   inet_listener pop3 {{
     port = 0
   }}
@@ -452,6 +457,7 @@ service pop3-login {{
   }}
 }}
 service submission-login {{
+  service_count = 0
   inet_listener submission {{
     port = {self.submission_port}
   }}

@@ -15,10 +15,14 @@ from .ports import wait_for_port
 
 class ProxyProcess:
     def __init__(self, workdir: Path, config_text: str,
-                 env: dict[str, str] | None = None) -> None:
-        """`env`: variables to set for the proxy beyond the test's own (TMPDIR, say)."""
+                 env: dict[str, str] | None = None, source: Path | None = None) -> None:
+        """`env`: variables to set for the proxy beyond the test's own (TMPDIR, say); `source`:
+        the folder whose `proxy` package runs (default: this checkout's)."""
         self.workdir = workdir
         self.extra_env = env or {}
+        self.source = source or Path(__file__).resolve().parents[2]
+        # `python -m` imports from the working folder first: run another source from there.
+        self._cwd = source
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "config.toml"
         self.config.write_text(config_text)
@@ -30,6 +34,7 @@ class ProxyProcess:
         return subprocess.run(
             [sys.executable, "-m", "proxy", "--config", str(self.config), *args],
             input=stdin, capture_output=True, text=True, timeout=timeout, env=self._env(),
+            cwd=self._cwd,
         )
 
     def start(self, *wait_ports: int, verbose: bool = False, options: tuple[str, ...] = ()) -> None:
@@ -40,6 +45,7 @@ class ProxyProcess:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "proxy", "--config", str(self.config), *options, "serve"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(),
+                cwd=self._cwd,
             )
         try:
             for port in wait_ports:
@@ -110,8 +116,7 @@ class ProxyProcess:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("XOAUTH2_PROXY_CONFIG", None)
-        # Run the checkout's package, whatever is installed.
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        # Run the checkout's package (or `source`'s), whatever is installed.
+        env["PYTHONPATH"] = str(self.source) + os.pathsep + env.get("PYTHONPATH", "")
         env.update(self.extra_env)
         return env
