@@ -272,3 +272,44 @@ def test_starttls_listener_requires_tls_before_login_from_the_network_only() -> 
     _, lan = connect(built, "192.168.1.20")
     assert b"STARTTLS" in local.value() and b"LOGINDISABLED" not in local.value()
     assert b"STARTTLS" in lan.value() and b"LOGINDISABLED" in lan.value()
+
+
+def test_a_device_turned_away_for_want_of_descriptors_is_not_counted_as_a_session(
+    monkeypatch: Any,
+) -> None:
+    """Out of open files, the device gets the busy answer and the sessions counter stays put;
+    with room again the next device counts."""
+    from proxy.glue import descriptors
+    from proxy.metrics import ProxyMetrics
+
+    metrics = ProxyMetrics()
+    gateway, clock = ScriptedGateway(), MemoryReactorClock()
+    built = FrontFactory(LOOPBACK_LISTENER, ImapSession, gateway, clock, DEFAULT_LIMITS,  # type: ignore[arg-type]
+                         IMAP_BUSY, metrics=metrics)
+    budget = descriptors.DescriptorBudget()
+    budget.enabled = True
+    monkeypatch.setattr(descriptors, "BUDGET", budget)
+    monkeypatch.setattr(descriptors, "_soft_limit", lambda: 100)
+
+    def accepted() -> float | None:
+        return metrics.registry.get_sample_value("xoauth2_proxy_sessions_total",
+                                                 {"listener": LOOPBACK_LISTENER.name})
+
+    class Numbered(StringTransport):
+        def __init__(self, number: int) -> None:
+            super().__init__()
+            self.number = number
+
+        def fileno(self) -> int:
+            return self.number
+
+    turned_away = built.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    assert turned_away is not None
+    crowded = Numbered(99)
+    turned_away.makeConnection(crowded)
+    assert crowded.value() == IMAP_BUSY and accepted() in (None, 0.0)
+    served = built.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5001))
+    assert served is not None
+    roomy = Numbered(10)
+    served.makeConnection(roomy)
+    assert roomy.value().startswith(b"* OK") and accepted() == 1.0

@@ -63,6 +63,9 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
             self.stream.write(self.factory.busy_answer)
             self.stream.loseConnection()
             return
+        # Counted here, not when the protocol is built: a device turned away for want of
+        # descriptors got no session.
+        self.factory.metrics.session_opened(self.factory.listener.name)
         log.info("{label} connected", **self._about("connected"))
         # A device that connects and never logs in must not hold a connection slot for ever.
         self._timeout = self.clock.callLater(
@@ -281,7 +284,6 @@ class FrontFactory(Factory):
         )
         protocol = FrontProtocol(session, self, source, label, peer)
         self.sessions.opened(source, protocol)
-        self.metrics.session_opened(self.listener.name)
         return protocol
 
 
