@@ -194,11 +194,13 @@ def test_a_reader_that_stops_pauses_the_upstream(speedy: Speedy, world: World) -
         conn.close()
 
 
-def _probe(world: World, *names: str) -> list[dict[str, object]]:
-    """Logins by tests/support/upstream_probe.py (the proxy's upstream code), one per name."""
+def _probe(world: World, *names: str, smtp: bool = False) -> list[dict[str, object]]:
+    """Logins by tests/support/upstream_probe.py (the proxy's upstream code), one per name:
+    IMAP over implicit TLS, or SMTP submission with STARTTLS."""
+    port = world.dovecot.submission_port if smtp else world.dovecot.imaps_port
     result = subprocess.run(
-        [sys.executable, "-m", "tests.support.upstream_probe", "--port",
-         str(world.dovecot.imaps_port), "--ca", str(world.dovecot.ca.cert_path),
+        [sys.executable, "-m", "tests.support.upstream_probe", *(["--smtp"] if smtp else []),
+         "--port", str(port), "--ca", str(world.dovecot.ca.cert_path),
          "--mailbox", ALICE, *names],
         input=world.dovecot.token(ALICE) + "\n", capture_output=True, text=True, timeout=60,
         cwd=ROOT, check=False,
@@ -215,12 +217,14 @@ def test_the_second_login_resumes_the_tls_session_of_the_first(world: World) -> 
     assert third == {"ok": True, "resumed": True}
 
 
+@pytest.mark.parametrize("smtp", [False, True], ids=["imap-tls", "smtp-starttls"])
 def test_a_resumed_session_is_still_refused_for_a_certificate_naming_another_host(
-    world: World,
+    world: World, smtp: bool,
 ) -> None:
     """The certificate's name is checked on a resumed handshake too (OpenSSL's verification,
-    where Twisted checks it, does not run then): a name it lacks fails the login."""
-    first, second = _probe(world, "127.0.0.1", "mail.wrong.example")
+    where Twisted checks it, does not run then), after STARTTLS as on implicit TLS: a name it
+    lacks fails the login, before any token is sent."""
+    first, second = _probe(world, "127.0.0.1", "mail.wrong.example", smtp=smtp)
     assert first == {"ok": True, "resumed": False}
     assert second["ok"] is False and second["resumed"] is True
     assert "certificate could not be verified" in str(second["error"])

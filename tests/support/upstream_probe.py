@@ -1,8 +1,9 @@
-"""Signs in to a real IMAP upstream with the proxy's own upstream code, on the real reactor, once
+"""Signs in to a real IMAP (implicit TLS) or SMTP submission (STARTTLS) upstream with the
+proxy's own upstream code, on the real reactor, once
 per name given, reusing one UpstreamTarget (as a listener does), and prints one JSON line per
 login: whether it succeeded, whether its TLS session was resumed, the error otherwise.
 
-    python -m tests.support.upstream_probe --port P --ca CA.pem --mailbox M NAME [NAME ...]
+    python -m tests.support.upstream_probe [--smtp] --port P --ca CA.pem --mailbox M NAME [NAME ...]
 
 The access token comes on standard input. Each NAME is the host name the certificate must
 carry at that login (the connection always goes to --address): a name the certificate lacks
@@ -24,6 +25,7 @@ from twisted.internet import defer, task
 from proxy.errors import ProxyError
 from proxy.glue.upstream_connection import UpstreamTarget, connect_upstream
 from proxy.imap.upstream import ImapUpstreamLogin
+from proxy.smtp.upstream import SmtpUpstreamLogin
 
 
 def session_resumed(connection: SSL.Connection) -> bool:
@@ -32,7 +34,8 @@ def session_resumed(connection: SSL.Connection) -> bool:
 
 
 async def _probe(reactor: Any, args: argparse.Namespace, token: str) -> None:
-    target = UpstreamTarget(args.address, args.port, True, args.ca)
+    # SMTP: plain TCP first, then STARTTLS, as for a `tcp:HOST:587` upstream.
+    target = UpstreamTarget(args.address, args.port, not args.smtp, args.ca)
     tls = target.tls_options
     check_peer = tls.check_peer
     seen: dict[str, bool] = {}
@@ -47,7 +50,8 @@ async def _probe(reactor: Any, args: argparse.Namespace, token: str) -> None:
         seen.clear()
         try:
             signed_in = await connect_upstream(
-                reactor, target, lambda: ImapUpstreamLogin(args.mailbox, token))
+                reactor, target, lambda: SmtpUpstreamLogin(args.mailbox, token) if args.smtp
+                else ImapUpstreamLogin(args.mailbox, token))
         except ProxyError as e:
             print(json.dumps({"ok": False, "resumed": seen.get("resumed"), "error": e.message}))
         else:
@@ -59,6 +63,7 @@ async def _probe(reactor: Any, args: argparse.Namespace, token: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--smtp", action="store_true", help="submission with STARTTLS")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ca", type=Path, required=True)
     parser.add_argument("--mailbox", required=True)
