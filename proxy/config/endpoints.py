@@ -28,6 +28,7 @@ def server_endpoint(fail: Fail, where: str, listen: str, allow_ssl: bool = False
         ) from None
     return listen
 
+
 def client_endpoint(fail: Fail, where: str, upstream: str) -> str:
     from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
