@@ -159,6 +159,17 @@ def _imap(port: int, password: str, commands: bytes, user: str = ALICE) -> tuple
                 return answer, received
 
 
+def _wait_until_no_session_is_open(admin: Admin) -> str:
+    """The scrape once the proxy has seen every session of the IMAP listener end."""
+    deadline = time.monotonic() + 20
+    while True:
+        metrics = scrape(admin.base, admin.token)
+        if value(metrics, "xoauth2_proxy_sessions_open", listener=admin.listener()) == 0:
+            return metrics
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_metrics_move_by_exactly_what_was_done(admin: Admin, world: World) -> None:
     """After real logins through the proxy: sessions, logins by result, token requests (as many
     as the fake Entra ID received), upstream timings and relayed bytes moved by exactly what the
@@ -174,13 +185,7 @@ def test_metrics_move_by_exactly_what_was_done(admin: Admin, world: World) -> No
     assert _imap(port, "wrong", b"")[0].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
     assert _imap(port, "any", b"", user=CAROL)[0].startswith(b"a1 NO [UNAVAILABLE]")
     assert _imap(admin.dead_port, PASSWORD, b"")[0].startswith(b"a1 NO [UNAVAILABLE]")
-    deadline = time.monotonic() + 20
-    while True:  # the relayed bytes are counted when the sessions have ended
-        after = scrape(admin.base, admin.token)
-        if value(after, "xoauth2_proxy_sessions_open", listener=imap) == 0:
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    after = _wait_until_no_session_is_open(admin)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -206,3 +211,43 @@ def test_metrics_move_by_exactly_what_was_done(admin: Admin, world: World) -> No
     text = http().get(admin.base + f"metrics?token={admin.token}", timeout=10).text
     assert "xoauth2_proxy_logins_total" in text
     assert PASSWORD not in text and admin.token not in text
+
+
+def test_relayed_bytes_of_an_open_session_show_before_it_ends(admin: Admin) -> None:
+    """A long session (IDLE for hours, a big transfer) shows its bytes while it runs: the
+    counter moves by exactly what was relayed so far, and by no more when the session ends."""
+    imap = admin.listener()
+    before = _wait_until_no_session_is_open(admin)
+    with socket.create_connection(("127.0.0.1", admin.proxy.ports["imap"]), timeout=30) as s:
+        f = s.makefile("rwb")
+        f.readline()
+        secret = PASSWORD.encode()
+        f.write(f'a1 LOGIN "{ALICE}" {{{len(secret)}+}}\r\n'.encode() + secret + b"\r\n")
+        f.flush()
+        assert f.readline().startswith(b"a1 OK")
+        command, answer = b"a2 NOOP\r\n", b""
+        f.write(command)
+        f.flush()
+        line = b""
+        while not line.startswith(b"a2 "):
+            line = f.readline()
+            assert line, "the proxy closed the session"
+            answer += line
+        assert line.startswith(b"a2 OK")
+        during = scrape(admin.base, admin.token)
+        f.write(b"a3 LOGOUT\r\n")
+        f.flush()
+        f.read()
+    after = _wait_until_no_session_is_open(admin)
+
+    def moved(metrics: str, direction: str) -> float:
+        return (value(metrics, "xoauth2_proxy_relayed_bytes_total", listener=imap,
+                      direction=direction)
+                - value(before, "xoauth2_proxy_relayed_bytes_total", listener=imap,
+                        direction=direction))
+
+    assert value(during, "xoauth2_proxy_sessions_open", listener=imap) == 1
+    assert moved(during, "to_upstream") == len(command)
+    assert moved(during, "to_client") == len(answer)
+    assert moved(after, "to_upstream") == len(command) + len(b"a3 LOGOUT\r\n")
+    assert moved(after, "to_client") > len(answer)
