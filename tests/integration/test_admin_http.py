@@ -107,6 +107,17 @@ def test_token_in_the_address_becomes_a_session_cookie_and_a_clean_address(admin
                       timeout=10).status_code == 200
 
 
+def test_no_answer_names_the_server_software(admin: Admin) -> None:
+    """No Server header (Twisted would send its name and version) on a page, a refusal, a
+    redirect, /healthz or /metrics."""
+    client = http()
+    answers = [client.get(admin.base + path, allow_redirects=False, timeout=10)
+               for path in ("", "healthz", f"?token={admin.token}", "metrics", "no-such-page")]
+    assert [answer.status_code for answer in answers][:3] == [401, 200, 303]
+    for answer in answers:
+        assert "Server" not in answer.headers, answer.url
+
+
 def test_a_form_posted_without_its_csrf_token_is_refused(admin: Admin) -> None:
     """POST /reload with the session cookie but without (or with a wrong) CSRF token: 403 and
     nothing reloaded; with the page's token it reloads."""
