@@ -2,8 +2,9 @@
 and the last login of each account, for /metrics and the admin page.
 
 The glue reports as things happen (a session accepted, a login's outcome, a token request, an
-upstream connection's timings, the bytes of a session that ended); gauges of the present (sessions
-open, listeners up, accounts by state, lockouts) are set just before each scrape. No label or
+upstream connection's timings, a session relaying and its end); gauges of the present (sessions
+open, listeners up, accounts by state, lockouts) are set just before each scrape, and the bytes
+relayed are read from the open sessions at each scrape. No label or
 value ever carries a password, a token or a peer's password: only listener names, results and
 states. Each runtime owns its registry, so several runtimes in one process do not collide.
 """
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from .errors import (
     FailureKind,
@@ -36,6 +41,53 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # (stage, seconds): stage is "connect" (TCP and TLS) or "login" (greeting to signed in).
 Timing = Callable[[str, float], None]
+
+
+class Relaying(Protocol):
+    """An open session's bytes so far (the relay, or a Graph listener's session)."""
+
+    def relayed(self) -> tuple[int, int]:
+        """(bytes from the client, bytes to the client) since login."""
+
+
+class RelayedBytes(Collector):
+    """Bytes relayed after login, by listener and direction: those of ended sessions plus what
+    the open ones have relayed so far, so an IDLE session of hours or a 100 MB transfer shows
+    while it runs. Read on the reactor thread, like the sessions it reads."""
+
+    def __init__(self) -> None:
+        self._ended: dict[tuple[str, str], int] = {}
+        self._open: dict[Relaying, str] = {}  # session -> listener
+
+    def listener_started(self, listener: str) -> None:
+        for direction in DIRECTIONS:
+            self._ended.setdefault((listener, direction), 0)
+
+    def relaying(self, listener: str, session: Relaying) -> None:
+        self._open[session] = listener
+
+    def ended(self, listener: str, session: Relaying | None, to_upstream: int,
+              to_client: int) -> None:
+        """A session is over; its bytes move from the open to the ended totals in one step,
+        so the counter never goes back."""
+        if session is not None:
+            self._open.pop(session, None)
+        self._ended[(listener, "to_upstream")] = self.total(listener, "to_upstream") + to_upstream
+        self._ended[(listener, "to_client")] = self.total(listener, "to_client") + to_client
+
+    def total(self, listener: str, direction: str) -> int:
+        return self._ended.get((listener, direction), 0)
+
+    def collect(self) -> Iterator[Metric]:
+        totals = dict(self._ended)
+        for session, listener in self._open.items():
+            for direction, count in zip(DIRECTIONS, session.relayed(), strict=True):
+                totals[(listener, direction)] = totals.get((listener, direction), 0) + count
+        family = CounterMetricFamily(PREFIX + "relayed_bytes", "Bytes relayed after login",
+                                     labels=["listener", "direction"])
+        for (listener, direction), count in sorted(totals.items()):
+            family.add_metric([listener, direction], count)
+        yield family
 
 
 @dataclass(frozen=True)
@@ -89,9 +141,8 @@ class ProxyMetrics:
         self.upstream_login = Histogram(
             PREFIX + "upstream_login_seconds", "Time from connected to signed in upstream",
             ["listener"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.relayed = Counter(PREFIX + "relayed_bytes",
-                               "Bytes relayed after login, counted when a session ends",
-                               ["listener", "direction"], registry=registry)
+        self.relayed = RelayedBytes()
+        registry.register(self.relayed)
         self.listener_up = Gauge(PREFIX + "listener_up", "1 while a configured listener listens",
                                  ["listener"], registry=registry)
         self.accounts = Gauge(PREFIX + "accounts", "Configured accounts by state", ["state"],
@@ -110,8 +161,7 @@ class ProxyMetrics:
         self.sessions.labels(listener)
         for result in LOGIN_RESULTS:
             self.logins.labels(listener, result)
-        for direction in DIRECTIONS:
-            self.relayed.labels(listener, direction)
+        self.relayed.listener_started(listener)
 
     def session_opened(self, listener: str) -> None:
         self.sessions.labels(listener).inc()
@@ -121,9 +171,13 @@ class ProxyMetrics:
         if error is None:
             self.last_logins[username.lower()] = LastLogin(self._clock(), source, listener)
 
-    def session_ended(self, listener: str, to_upstream: int, to_client: int) -> None:
-        self.relayed.labels(listener, "to_upstream").inc(to_upstream)
-        self.relayed.labels(listener, "to_client").inc(to_client)
+    def session_relaying(self, listener: str, session: Relaying) -> None:
+        """A session was handed over after login; its bytes count from now on."""
+        self.relayed.relaying(listener, session)
+
+    def session_ended(self, listener: str, session: Relaying | None, to_upstream: int,
+                      to_client: int) -> None:
+        self.relayed.ended(listener, session, to_upstream, to_client)
 
     def token_request(self, error: ProxyError | None) -> None:
         """Called from the thread pool; prometheus_client's counters are thread-safe."""

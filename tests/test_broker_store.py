@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from proxy.errors import AccountNotReady, FailureKind, StoreUnavailable, WrongPassword
 from proxy.store import AccountMeta, FileStore, ScryptParams, Secrets
@@ -30,6 +30,28 @@ def test_an_unchanged_record_is_not_read_again(tmp_path: Path) -> None:
     assert s.grant().access_token == "access-9"
     s.grant()
     assert s.store.loads == 2
+
+
+@pytest.mark.parametrize(("local_stamps", "trips_per_login"), [(True, 0), (False, 1)])
+def test_an_unchanged_files_record_costs_no_trip_to_the_thread_pool(
+        tmp_path: Path, local_stamps: bool, trips_per_login: int) -> None:
+    """A cached login on the files backend checks the record's stamp with one stat where it
+    runs; a database's stamp is a query, asked in the pool. A change is seen either way."""
+    trips: list[object] = []
+
+    def counted(work: Callable[[], Any]) -> Deferred[Any]:
+        trips.append(work)
+        return maybeDeferred(work)
+
+    s = make(tmp_path, run_blocking=counted)
+    s.store.local_stamps = local_stamps  # type: ignore[misc]
+    s.grant()
+    trips.clear()
+    for _ in range(3):
+        s.grant()
+    assert len(trips) == 3 * trips_per_login
+    FileStore(s.store.root, kdf=FAST).save(USER, s.key, Secrets("refresh-9", "access-9", NOW + 3600))
+    assert s.grant().access_token == "access-9"
 
 
 def test_a_store_that_is_down_keeps_unlocked_accounts_working(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ def test_accounts_added_changed_and_removed_and_the_summary(tmp_path: Path) -> N
     removed = config_changes({}, [], new.accounts, old.accounts)
     assert removed.accounts_removed == ("bob@contoso.com",)
     assert config_changes({}, [], old.accounts, old.accounts).summary() == "nothing changed"
+    admin = dataclasses.replace(changes, admin_changed=True)
+    assert admin.summary().endswith("; [admin] changed: restart the proxy to apply it")
 
 
 def test_a_new_store_path_cannot_be_reloaded(tmp_path: Path) -> None:

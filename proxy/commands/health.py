@@ -1,38 +1,35 @@
 """`xoauth2-proxy health`: exit 0 when every configured listener accepts a connection and greets.
 
 For container health checks and monitoring. Each listener gets a connection from this machine
-(a listener on every address is reached on loopback); its first line must be the protocol's
-greeting, after a TLS handshake on `tls = "implicit"` listeners whose certificate must be the
-listener's own (pinned by its SHA-256 fingerprint). A listener whose allow_from leaves out
-loopback shows it is alive by closing the connection at once, as it does for any stranger.
-No login is tried and nothing is sent.
+(a listener on every address is reached on loopback; a `unix:` one on its socket); its first
+line must be the protocol's greeting, after a TLS handshake on `tls = "implicit"` listeners
+whose certificate must be the listener's own (pinned by its SHA-256 fingerprint). A listener
+that would not serve this machine's address (allow_from, or proxy_protocol_from on a `haproxy:`
+listener) shows it is alive by closing the connection at once, as it does for any stranger.
+Where this machine is one of a `haproxy:` listener's balancers, the check speaks as a balancer
+checking its server does: a PROXY v2 LOCAL header. No login is tried and nothing else is sent.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
 from typing import TextIO
 
-from ..config import Config, ListenerConfig, endpoint_parts
+from ..config import BALANCER_PREFIX, Config, ListenerConfig, Network, endpoint_parts
+from ..glue.front import address_within
 from ..glue.front_tls import certificate_path, fingerprint
 from . import EXIT_FAILED, EXIT_OK
 
 TIMEOUT = 5.0
 GREETINGS = {"imap": b"* OK", "pop3": b"+OK", "smtp": b"220"}
+# PROXY protocol v2: the signature, version 2 with the LOCAL command, no address, no length.
+LOCAL_HEADER = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00\x00\x00"
 
 
 class Unhealthy(Exception):
     """Why a listener failed its check."""
-
-
-@dataclass(frozen=True)
-class Target:
-    host: str
-    port: int
 
 
 def check_health(config: Config, out: TextIO) -> int:
@@ -49,12 +46,14 @@ def check_health(config: Config, out: TextIO) -> int:
 
 
 def check_listener(listener: ListenerConfig, config: Config) -> str:
-    target = _target(listener)
-    with socket.create_connection((target.host, target.port), timeout=TIMEOUT) as raw:
-        if not _admits_loopback(listener, target.host):
-            if raw.recv(1):
-                raise Unhealthy("sent data to an address allow_from leaves out")
-            return "accepts connections (and closes them: allow_from leaves out loopback)"
+    with _connect(listener.listen.removeprefix(BALANCER_PREFIX)) as raw:
+        source = _source(raw)  # None on a unix socket: no address to judge
+        if listener.behind_balancer:
+            if not _within(source, listener.proxy_protocol_from):
+                return _closes_at_once(raw, "proxy_protocol_from leaves out this machine")
+            raw.sendall(LOCAL_HEADER)  # the balancer speaking for itself: judged as the device
+        if not _within(source, listener.allow_from):
+            return _closes_at_once(raw, "allow_from leaves out this machine")
         stream: socket.socket = raw
         if listener.tls == "implicit":
             stream = _tls(raw, listener, config)
@@ -62,26 +61,50 @@ def check_listener(listener: ListenerConfig, config: Config) -> str:
     expected = GREETINGS[listener.protocol]
     if not line.startswith(expected):
         raise Unhealthy(f"greeted with {line[:80]!r}, expected {expected.decode()} ...")
-    return "greets"
+    return "greets" + (" (as its balancer)" if listener.behind_balancer else "")
 
 
-def _target(listener: ListenerConfig) -> Target:
-    kind, args, kwargs = endpoint_parts(listener.listen)
+def _connect(listen: str) -> socket.socket:
+    kind, args, kwargs = endpoint_parts(listen)
+    if kind == "unix":
+        if not hasattr(socket, "AF_UNIX"):
+            raise Unhealthy(f"listen = {listen!r}: this system has no unix sockets")
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.settimeout(TIMEOUT)
+        try:
+            unix.connect(kwargs.get("address") or args[0])
+        except OSError:
+            unix.close()
+            raise
+        return unix
     if kind not in ("tcp", "tcp6"):
-        raise Unhealthy(f"listen = {listener.listen!r}: only tcp: listeners can be checked")
+        raise Unhealthy(f"listen = {listen!r}: only tcp: and unix: listeners can be checked")
     port = int(kwargs.get("port") or args[0])
     interface = kwargs.get("interface", "")
     if interface in ("", "0.0.0.0"):
         interface = "127.0.0.1"
     elif interface == "::":
         interface = "::1"
-    return Target(interface, port)
+    return socket.create_connection((interface, port), timeout=TIMEOUT)
 
 
-def _admits_loopback(listener: ListenerConfig, host: str) -> bool:
-    address = ipaddress.ip_address(host.split("%", 1)[0])
-    source = address if address.is_loopback else ipaddress.ip_address("127.0.0.1")
-    return any(source in network for network in listener.allow_from)
+def _source(connection: socket.socket) -> str | None:
+    """This end's address, which is what the listener judges (a listener on a LAN address is
+    reached from that address, not from loopback); None on a unix socket."""
+    if connection.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return str(connection.getsockname()[0])
+
+
+def _within(source: str | None, networks: tuple[Network, ...]) -> bool:
+    """As the listener judges it: a unix socket's peer has no address to refuse."""
+    return source is None or address_within(source, networks)
+
+
+def _closes_at_once(connection: socket.socket, why: str) -> str:
+    if connection.recv(1):
+        raise Unhealthy(f"sent data to an address it should refuse ({why})")
+    return f"accepts connections (and closes them: {why})"
 
 
 def _tls(raw: socket.socket, listener: ListenerConfig, config: Config) -> ssl.SSLSocket:

@@ -50,6 +50,7 @@ class _Service:
             admin = self.runtime.config.admin or (AdminConfig() if self.first_run else None)
             if admin is not None:
                 self.admin = await start_admin(self.reactor, self.runtime, admin, self.first_run)
+                self.runtime.admin = self.admin.config
         except Exception as e:  # a port in use, a bad certificate: say so and stop
             self.failed = True
             message = e.message if isinstance(e, ConfigError) else str(e)

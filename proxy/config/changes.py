@@ -2,7 +2,9 @@
 
 A listener is known by its `listen` address. One whose settings, [limits] or TLS certificate
 differ is *changed*: it keeps its port, new connections get the new settings, and sessions
-already open go on with the old ones. The store cannot change under a running proxy.
+already open go on with the old ones. The store cannot change under a running proxy; the admin
+page's own address and token wait for a restart (a reload from the page must not cut off the
+page that asked for it), and the summary says so.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ConfigChanges:
     accounts_added: tuple[str, ...] = ()
     accounts_changed: tuple[str, ...] = ()
     accounts_removed: tuple[str, ...] = ()
+    admin_changed: bool = False  # [admin] differs from what the admin page runs with
 
     def summary(self) -> str:
         """One line for the log and for `xoauth2-proxy reload`."""
@@ -44,6 +47,7 @@ class ConfigChanges:
             _listed("account added", list(self.accounts_added)),
             _listed("account changed", list(self.accounts_changed)),
             _listed("account removed", list(self.accounts_removed)),
+            "[admin] changed: restart the proxy to apply it" if self.admin_changed else "",
         ]
         return "; ".join(p for p in parts if p) or "nothing changed"
 

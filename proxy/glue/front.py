@@ -51,6 +51,7 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.signed_in: SignedIn | None = None
         self.reader: ClientReader | None = None  # takes the client's stream after login
         self.closed = False
+        self.relay_ended = False
         self.refused = False  # out of file descriptors: told to come back later
         self._started = self.clock.seconds()
         self._pending_login: defer.Deferred[SignedIn] | None = None
@@ -172,10 +173,14 @@ class FrontProtocol(StreamProtocol):  # the answers it is owed
         self.reader = self.signed_in.take_client(
             self.stream, self.session.take_unparsed(), self._session_ended
         )
+        if not self.relay_ended:  # it can end at once, when the upstream left during login
+            self.factory.metrics.session_relaying(self.factory.listener.name, self.reader)
         self.stream.resumeProducing()
 
     def _session_ended(self, to_upstream: int, to_client: int) -> None:
-        self.factory.metrics.session_ended(self.factory.listener.name, to_upstream, to_client)
+        self.relay_ended = True
+        self.factory.metrics.session_ended(self.factory.listener.name, self.reader, to_upstream,
+                                           to_client)
         log.info(
             "{label} {user} closed: {up} bytes to upstream, {down} bytes to client, {seconds:.1f} s",
             user=self.username, up=to_upstream, down=to_client,

@@ -74,6 +74,9 @@ class GraphSession:
             self.client.pauseProducing()
         self._perform(self.core.receive_data(data))
 
+    def relayed(self) -> tuple[int, int]:
+        return self.from_client_bytes, self.to_client_bytes
+
     def client_read_closed(self) -> None:
         self._read_closed = True
         if not self._sending:

@@ -62,6 +62,9 @@ class Relay:
         self._last_activity = self.clock.seconds()
         self.client.write(data)
 
+    def relayed(self) -> tuple[int, int]:
+        return self.to_upstream, self.to_client
+
     def client_read_closed(self) -> None:
         """The client half-closed: let the upstream finish its answers (to LOGOUT, say)."""
         self._start_draining()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from twisted.internet import defer
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from ..config import Config, ListenerConfig, load_config
+from ..config import AdminConfig, Config, ListenerConfig, load_config
 from ..config.changes import ConfigChanges, ListenerSpec, config_changes, store_change
 from ..errors import ConfigError
 from ..metrics import ProxyMetrics
@@ -78,6 +78,7 @@ class Runtime:
         self.listeners: dict[str, RunningListener] = {}
         self.started_at: float | None = None
         self.last_reload: ReloadOutcome | None = None
+        self.admin: AdminConfig | None = None  # what the admin page runs with (set by serve)
         self.stopping = False
         self._retired: list[OpenSessions] = []  # of removed listeners, sessions still open
         self._changing = defer.DeferredLock()  # one start, reload or stop at a time
@@ -107,6 +108,7 @@ class Runtime:
             if why is not None:
                 raise ConfigError(f"{new.path}: {why}")
             changes = await self._locked(self._apply(new))
+            changes = replace(changes, admin_changed=new.admin != self.admin)
         except ConfigError as e:
             self.last_reload = ReloadOutcome(time.time(), False, e.message)
             log.error("reload refused, the running configuration is kept: {reason}",

@@ -29,6 +29,9 @@ class ClientReader(Protocol):
     def client_lost(self) -> None:
         """The client's connection is gone."""
 
+    def relayed(self) -> tuple[int, int]:
+        """(bytes from the client, bytes to the client) so far, for the metrics."""
+
 
 class SignedIn(Protocol):
     """A login the upstream accepted, waiting for the client's stream."""

@@ -19,6 +19,11 @@ Stamp = tuple[int, ...]
 
 
 class Store(Protocol):
+    @property
+    def local_stamps(self) -> bool:
+        """Whether stamp() is one stat of a local file, cheap enough for the reactor thread
+        (it is asked at every login); False when it is a query to a database."""
+
     def exists(self, username: str) -> bool:
         """Whether the account has a record."""
 

@@ -44,6 +44,8 @@ class FileStore(SealedRecords):
     """The account files under `root`. Safe to share between threads of one process; other
     processes are kept in step by the per-account file lock."""
 
+    local_stamps = True  # stamp() is one stat
+
     def __init__(self, root: Path, kdf: KdfParams = DEFAULT_KDF) -> None:
         super().__init__(kdf)
         self.root = Path(root)

@@ -80,6 +80,8 @@ class _Held:
 class PostgresStore(SealedRecords):
     """The accounts in a PostgreSQL database; safe to share between threads and instances."""
 
+    local_stamps = False  # stamp() is a query
+
     def __init__(self, dsn: str, kdf: KdfParams = DEFAULT_KDF, max_connections: int = 8) -> None:
         super().__init__(kdf)
         self.where = describe_dsn(dsn)

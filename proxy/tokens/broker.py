@@ -324,6 +324,8 @@ class TokenBroker:
 
     async def _follow(self, account: AccountConfig, unlocked: _Unlocked) -> None:
         """Bring `unlocked` up to date with the store; with the store down, go on from memory."""
+        if self.store.local_stamps and self._unchanged(account, unlocked):
+            return
         try:
             changed = await self._run(
                 lambda: changed_record(self.store, account.username, unlocked.key, unlocked.stamp))
@@ -336,6 +338,14 @@ class TokenBroker:
             raise
         if changed is not None:
             unlocked.secrets, unlocked.stamp = changed
+
+    def _unchanged(self, account: AccountConfig, unlocked: _Unlocked) -> bool:
+        """One stat on the reactor thread: at every login it spares a trip to the thread pool
+        and back. Anything else (changed, gone, unreadable) is looked at in the pool."""
+        try:
+            return self.store.stamp(account.username) == unlocked.stamp
+        except Exception:
+            return False
 
     # -- blocking work, run in the thread pool --
 

@@ -4,7 +4,7 @@ loopback, or a free port when that one is taken) with its token."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class RunningAdmin:
     page: AdminPage
     token: str = field(repr=False)
     token_from_file: bool
+    config: AdminConfig  # as it runs: on the first run maybe another port than asked for
 
     @property
     def url_with_token(self) -> str:
@@ -61,6 +62,7 @@ async def start_admin(reactor: Any, runtime: Runtime, admin: AdminConfig,
     """Listen for the admin page; ConfigError when its address cannot be used."""
     token = read_token(admin.token_file) if admin.token_file else secrets.token_urlsafe(32)
     site = QuietSite(resource.Resource())  # type: ignore[no-untyped-call]
+    fell_back = False
     try:
         port = await serverFromString(reactor, admin.listen).listen(site)
     except Exception as e:  # CannotListenError, or an endpoint's own errors
@@ -68,8 +70,11 @@ async def start_admin(reactor: Any, runtime: Runtime, admin: AdminConfig,
             raise ConfigError(f"[admin] listen = {admin.listen!r}: cannot listen there: "
                               f"{getattr(e, 'socketError', None) or e}") from None
         port = await serverFromString(reactor, FREE_LOOPBACK_PORT).listen(site)
+        fell_back = True
     address = port.getHost()
     number = int(getattr(address, "port", 0))
+    if fell_back:  # what the setup page writes into [admin] listen, so a reload sees no change
+        admin = replace(admin, listen=f"tcp:{number}:interface=127.0.0.1")
     host = str(getattr(address, "host", "127.0.0.1"))
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     scheme = "https" if admin.listen.startswith("ssl:") else "http"
@@ -81,4 +86,4 @@ async def start_admin(reactor: Any, runtime: Runtime, admin: AdminConfig,
                  "in the clear; prefer loopback (and an SSH tunnel) or an ssl: endpoint",
                  listen=admin.listen, event="admin_plaintext")
     return RunningAdmin(port, f"{scheme}://{shown}:{number}/", page, token,
-                        admin.token_file is not None)
+                        admin.token_file is not None, admin)

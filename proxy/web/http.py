@@ -83,6 +83,14 @@ class CappedRequest(server.Request):
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
 
+    def setHeader(self, name: str | bytes, value: str | bytes) -> None:
+        # Twisted names itself and its version in a Server header: that tells a scanner which
+        # flaws to try and an administrator nothing.
+        if (name.encode() if isinstance(name, str) else name).lower() == b"server":
+            return
+        super().setHeader(name, value)  # type: ignore[no-untyped-call]
+
+
 class QuietSite(server.Site):
     """No access log: the proxy logs what the actions did, and a URI may carry the token."""
 

@@ -107,6 +107,17 @@ def test_token_in_the_address_becomes_a_session_cookie_and_a_clean_address(admin
                       timeout=10).status_code == 200
 
 
+def test_no_answer_names_the_server_software(admin: Admin) -> None:
+    """No Server header (Twisted would send its name and version) on a page, a refusal, a
+    redirect, /healthz or /metrics."""
+    client = http()
+    answers = [client.get(admin.base + path, allow_redirects=False, timeout=10)
+               for path in ("", "healthz", f"?token={admin.token}", "metrics", "no-such-page")]
+    assert [answer.status_code for answer in answers][:3] == [401, 200, 303]
+    for answer in answers:
+        assert "Server" not in answer.headers, answer.url
+
+
 def test_a_form_posted_without_its_csrf_token_is_refused(admin: Admin) -> None:
     """POST /reload with the session cookie but without (or with a wrong) CSRF token: 403 and
     nothing reloaded; with the page's token it reloads."""
@@ -159,6 +170,17 @@ def _imap(port: int, password: str, commands: bytes, user: str = ALICE) -> tuple
                 return answer, received
 
 
+def _wait_until_no_session_is_open(admin: Admin) -> str:
+    """The scrape once the proxy has seen every session of the IMAP listener end."""
+    deadline = time.monotonic() + 20
+    while True:
+        metrics = scrape(admin.base, admin.token)
+        if value(metrics, "xoauth2_proxy_sessions_open", listener=admin.listener()) == 0:
+            return metrics
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_metrics_move_by_exactly_what_was_done(admin: Admin, world: World) -> None:
     """After real logins through the proxy: sessions, logins by result, token requests (as many
     as the fake Entra ID received), upstream timings and relayed bytes moved by exactly what the
@@ -174,13 +196,7 @@ def test_metrics_move_by_exactly_what_was_done(admin: Admin, world: World) -> No
     assert _imap(port, "wrong", b"")[0].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
     assert _imap(port, "any", b"", user=CAROL)[0].startswith(b"a1 NO [UNAVAILABLE]")
     assert _imap(admin.dead_port, PASSWORD, b"")[0].startswith(b"a1 NO [UNAVAILABLE]")
-    deadline = time.monotonic() + 20
-    while True:  # the relayed bytes are counted when the sessions have ended
-        after = scrape(admin.base, admin.token)
-        if value(after, "xoauth2_proxy_sessions_open", listener=imap) == 0:
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    after = _wait_until_no_session_is_open(admin)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -206,3 +222,43 @@ def test_metrics_move_by_exactly_what_was_done(admin: Admin, world: World) -> No
     text = http().get(admin.base + f"metrics?token={admin.token}", timeout=10).text
     assert "xoauth2_proxy_logins_total" in text
     assert PASSWORD not in text and admin.token not in text
+
+
+def test_relayed_bytes_of_an_open_session_show_before_it_ends(admin: Admin) -> None:
+    """A long session (IDLE for hours, a big transfer) shows its bytes while it runs: the
+    counter moves by exactly what was relayed so far, and by no more when the session ends."""
+    imap = admin.listener()
+    before = _wait_until_no_session_is_open(admin)
+    with socket.create_connection(("127.0.0.1", admin.proxy.ports["imap"]), timeout=30) as s:
+        f = s.makefile("rwb")
+        f.readline()
+        secret = PASSWORD.encode()
+        f.write(f'a1 LOGIN "{ALICE}" {{{len(secret)}+}}\r\n'.encode() + secret + b"\r\n")
+        f.flush()
+        assert f.readline().startswith(b"a1 OK")
+        command, answer = b"a2 NOOP\r\n", b""
+        f.write(command)
+        f.flush()
+        line = b""
+        while not line.startswith(b"a2 "):
+            line = f.readline()
+            assert line, "the proxy closed the session"
+            answer += line
+        assert line.startswith(b"a2 OK")
+        during = scrape(admin.base, admin.token)
+        f.write(b"a3 LOGOUT\r\n")
+        f.flush()
+        f.read()
+    after = _wait_until_no_session_is_open(admin)
+
+    def moved(metrics: str, direction: str) -> float:
+        return (value(metrics, "xoauth2_proxy_relayed_bytes_total", listener=imap,
+                      direction=direction)
+                - value(before, "xoauth2_proxy_relayed_bytes_total", listener=imap,
+                        direction=direction))
+
+    assert value(during, "xoauth2_proxy_sessions_open", listener=imap) == 1
+    assert moved(during, "to_upstream") == len(command)
+    assert moved(during, "to_client") == len(answer)
+    assert moved(after, "to_upstream") == len(command) + len(b"a3 LOGOUT\r\n")
+    assert moved(after, "to_client") > len(answer)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import ALICE, CAROL, CAROL_PASSWORD, PASSWORD, World
+from tests.support.admin import admin_toml
+from tests.support.ports import free_port
 from tests.support.runtime_proxy import RuntimeProxy
 
 pytestmark = pytest.mark.integration
@@ -139,6 +141,26 @@ def test_reload_command_applies_the_file_and_reports_what_changed(proxy: Runtime
     stopped = proxy.process.cli("reload")
     assert stopped.returncode == 1
     assert "no running xoauth2-proxy" in stopped.stderr
+
+
+def test_a_reload_says_that_admin_changes_wait_for_a_restart(proxy: RuntimeProxy) -> None:
+    """An [admin] table added by a reload is not started under the running proxy (a reload
+    from the page must not cut the page off): the summary says a restart applies it, as long
+    as it differs from what runs, and the rest of the file is applied."""
+    admin_port = free_port()
+    proxy.write_config({"imap": "imap", "pop3": "pop3", "smtp": "smtp"},
+                       extra=admin_toml(admin_port))
+    for _ in range(2):
+        reloaded = proxy.process.cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "[admin] changed: restart the proxy to apply it" in reloaded.stdout
+    assert "1 listener added: smtp" not in reloaded.stdout  # the second time, only [admin]
+    assert proxy.greeting("smtp").startswith(b"220 ")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", admin_port), timeout=5).close()
+    proxy.write_config({"imap": "imap", "pop3": "pop3", "smtp": "smtp"})
+    unchanged = proxy.process.cli("reload")
+    assert "nothing changed" in unchanged.stdout, unchanged.stdout
 
 
 def test_a_changed_listener_keeps_its_port_and_counts_sessions_of_both_settings(

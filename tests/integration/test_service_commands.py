@@ -8,11 +8,14 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from proxy.logs import JSON_KEYS
 from tests.integration.conftest import ALICE, PASSWORD, World
+from tests.support.ports import free_port
+from tests.support.proxy_config import listener_toml
 from tests.support.runtime_proxy import RuntimeProxy
 
 pytestmark = pytest.mark.integration
@@ -49,6 +52,38 @@ def test_health_fails_for_a_listener_that_is_not_running(proxy: RuntimeProxy) ->
     assert result.returncode == 1
     assert result.stdout.count("greets") == len(LISTENERS)
     assert "FAILED imap" in result.stdout
+
+
+def test_health_reaches_balancer_and_unix_socket_listeners(
+        proxy: RuntimeProxy, world: World, tmp_path: Path) -> None:
+    """A `haproxy:` listener this machine balances for greets after a PROXY v2 LOCAL header
+    (as HAProxy checks its servers); one that takes only another balancer is alive when it
+    closes at once; a `unix:` listener greets on its socket."""
+    ca, imaps = world.dovecot.ca.cert_path, f"tls:127.0.0.1:{world.dovecot.imaps_port}"
+    ours, theirs, sock = free_port(), free_port(), tmp_path / "pop3.sock"
+    extra = (
+        listener_toml("imap", f"haproxy:tcp:{ours}:interface=127.0.0.1", imaps, ca,
+                      proxy_protocol_from=["127.0.0.0/8"], allow_plaintext=True)
+        + listener_toml("imap", f"haproxy:tcp:{theirs}:interface=127.0.0.1", imaps, ca,
+                        proxy_protocol_from=["192.0.2.10/32"], allow_plaintext=True)
+        + listener_toml("pop3", f"unix:{sock}",
+                        f"tls:127.0.0.1:{world.dovecot.pop3s_port}", ca)
+    )
+    proxy.write_config(LISTENERS, extra=extra)
+    try:
+        reloaded = proxy.process.cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        result = proxy.process.cli("health")
+    finally:
+        proxy.write_config(LISTENERS)
+        proxy.process.cli("reload")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert f"ok     imap haproxy:tcp:{ours}:interface=127.0.0.1: greets (as its balancer)" in lines
+    assert (f"ok     imap haproxy:tcp:{theirs}:interface=127.0.0.1: accepts connections (and "
+            "closes them: proxy_protocol_from leaves out this machine)") in lines
+    assert f"ok     pop3 unix:{sock}: greets" in lines
+    assert result.stdout.count("greets") == len(LISTENERS) + 2
 
 
 def test_json_log_lines_parse_and_carry_the_keys(proxy: RuntimeProxy) -> None:
