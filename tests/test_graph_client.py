@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import secrets
 import tempfile
 
 import pytest
+import requests
 
 from proxy.graph import (
     MIME_LIMIT,
@@ -19,6 +21,7 @@ from proxy.graph import (
     TokenRefused,
     graph_base_url,
 )
+from proxy.graph.answers import request_too_large
 from proxy.graph.client import MAX_MESSAGE
 from tests.support.fake_entra import FakeEntra
 from tests.support.fake_graph import REQUEST_LIMIT, FakeGraph
@@ -308,6 +311,65 @@ def test_message_over_exchange_limit_is_refused_without_a_request(
                           io.BytesIO(scan_message(secrets.token_bytes(4_500_000))), envelope())
     assert isinstance(outcome, Permanent) and outcome.status == "5.3.4"
     assert outcome.code == "ErrorMessageSizeExceeded" and graph.drafts(MAILBOX) == []
+
+
+def near_the_limit() -> tuple[bytes, bytes]:
+    """(the PDF, the scan): a message just under MIME_LIMIT, so it goes to sendMail."""
+    pdf = secrets.token_bytes(2_150_000)
+    raw = scan_message(pdf)
+    assert MIME_LIMIT - 100_000 < len(raw) <= MIME_LIMIT
+    return pdf, raw
+
+
+def test_a_413_on_send_mail_sends_the_message_as_a_draft(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Graph refuses the sendMail request as too large (413): the same message goes once
+    through the draft path, arrives whole, and the log says why."""
+    graph.send_mail_limit = 3_900_000  # under the base64 of the message
+    pdf, raw = near_the_limit()
+    with caplog.at_level(logging.INFO, logger="proxy.graph"):
+        outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(raw), envelope())
+    assert isinstance(outcome, Sent) and outcome.path == "draft"
+    assert graph.steps() == ["sendMail", "create", "send"]
+    [sent] = graph.deliveries
+    assert [a.content for a in sent.attachments] == [pdf] and graph.drafts(MAILBOX) == []
+    assert "sendMail refused the request as too large (HTTP 413" in caplog.text
+    assert "as a draft instead" in caplog.text
+
+
+def test_a_413_without_mail_read_write_is_5_3_4_naming_it(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient) -> None:
+    """The draft path a 413 falls back to needs Mail.ReadWrite: without it, 5.3.4 says so."""
+    graph.send_mail_limit = 3_900_000
+    outcome = client.send(app_token(entra, roles=("Mail.Send",)), MAILBOX,
+                          io.BytesIO(near_the_limit()[1]), envelope())
+    assert isinstance(outcome, Permanent) and outcome.status == "5.3.4"
+    assert "Mail.ReadWrite" in outcome.reason
+    assert graph.steps() == ["sendMail", "create"] and graph.deliveries == []
+
+
+def test_the_mailbox_size_limit_on_send_mail_does_not_fall_back(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient) -> None:
+    """Exchange's own refusal (ErrorMessageSizeExceeded, the mailbox's send limit) is 5.3.4
+    at once: a draft of the same message would be refused too."""
+    graph.max_message_size = 1000
+    outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(text_message("x" * 2000)),
+                          envelope())
+    assert isinstance(outcome, Permanent) and outcome.status == "5.3.4"
+    assert outcome.code == "ErrorMessageSizeExceeded" and graph.steps() == ["sendMail"]
+
+
+@pytest.mark.parametrize(("code", "fall_back"), [
+    ("RequestEntityTooLarge", True), (None, True), ("ErrorMessageSizeExceeded", False)])
+def test_which_413_answers_fall_back(code: str | None, fall_back: bool) -> None:
+    """A 413 falls back whatever Graph calls it (or if it is not Graph's JSON at all), unless
+    it is Exchange's size refusal."""
+    answer = requests.Response()
+    answer.status_code = 413
+    answer._content = (json.dumps({"error": {"code": code, "message": "too large"}}).encode()
+                       if code else b"<html>413 Request Entity Too Large</html>")
+    assert request_too_large(answer) is fall_back
 
 
 @pytest.mark.parametrize(("url", "expected"), [

@@ -69,6 +69,12 @@ def graph_error(response: requests.Response) -> tuple[str | None, str, str | Non
     return code, one_line(message), request_id
 
 
+def request_too_large(response: requests.Response) -> bool:
+    """Whether Graph refused the size of the request (413), not the size of the message: the
+    mailbox's own limit (ErrorMessageSizeExceeded) refuses a draft of it just the same."""
+    return response.status_code == 413 and graph_error(response)[0] != "ErrorMessageSizeExceeded"
+
+
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """Whitespace (line breaks included) folded, cut to `limit` characters."""
     text = " ".join(text.split())

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from proxy.tokens.broker import BACKOFF_FIRST
-from tests.support.fake_graph import Message
+from tests.support.fake_graph import REQUEST_LIMIT, Message
 from tests.support.graph_setup import scan_message
 from tests.support.graph_world import NOSEND, PASSWORD, SCANNER, SMALL, GraphWorld, open_graph_world
 
@@ -271,6 +271,24 @@ def test_large_message_without_mail_readwrite_is_552(world: GraphWorld) -> None:
     code, text = _send_expecting(world, marker, user=SMALL, raw=raw)
     assert code == 552 and text.startswith(b"5.3.4") and b"Mail.ReadWrite" in text, text
     assert world.graph.drafts(SMALL) == []
+
+
+def test_send_mail_413_goes_as_a_draft(world: GraphWorld) -> None:
+    """Graph refuses a sendMail request as too large (413): the message goes through the draft
+    path and the device gets 250; an app without Mail.ReadWrite gets 552 5.3.4 naming it."""
+    marker = uuid.uuid4().hex
+    raw = _message(marker, body="x" * 70 + "\n") + b"".join(b"%070d\r\n" % i for i in range(300))
+    world.graph.send_mail_limit = 10_000
+    try:
+        assert _send_expecting(world, marker, raw=raw)[0] == 250
+        code, text = _send_expecting(world, marker, user=SMALL,
+                                     raw=raw.replace(SCANNER.encode(), SMALL.encode()))
+    finally:
+        world.graph.send_mail_limit = REQUEST_LIMIT
+    [sent] = _delivered(world, marker)
+    assert sent.mime is None and sent.mailbox == SCANNER  # a draft, not sendMail's MIME
+    assert code == 552 and text.startswith(b"5.3.4") and b"Mail.ReadWrite" in text, text
+    assert "as a draft instead" in world.proxy.log_text()
 
 
 def test_graph_down_is_451(world: GraphWorld) -> None:
