@@ -156,5 +156,8 @@ def network_outcome(error: requests.RequestException, step: str, host: str) -> T
         what = "the connection failed or was closed"
     else:
         what = "the request failed"
+    # A read timeout comes after the whole request went out: Graph may have acted on it. Only
+    # sendMail and send do something the device's retry repeats.
+    maybe_sent = isinstance(error, requests.ReadTimeout) and step in (SEND_MAIL, SEND_DRAFT)
     return Temporary(f"Microsoft Graph ({host}) could not be reached at {step}: {what}; try "
-                     "again later", NO_ANSWER, code=type(error).__name__)
+                     "again later", NO_ANSWER, code=type(error).__name__, maybe_sent=maybe_sent)
