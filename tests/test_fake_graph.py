@@ -105,6 +105,15 @@ def test_requests_over_4_mib_get_413(entra: FakeEntra, graph: FakeGraph) -> None
     assert answer.status_code == 413 and graph.deliveries == []
 
 
+def test_a_lower_send_mail_limit_refuses_smaller_send_mail_requests(
+        entra: FakeEntra, graph: FakeGraph) -> None:
+    """`send_mail_limit` gives 413 to sendMail bodies over it, and to nothing else."""
+    graph.send_mail_limit = 1000
+    answer = send_mail(graph, app_token(entra), text_message("x" * 1000))
+    assert answer.status_code == 413 and error_of(answer)["code"] == "RequestEntityTooLarge"
+    assert send_mail(graph, app_token(entra), text_message("short")).status_code == 202
+
+
 def test_chunked_bodies_get_411(entra: FakeEntra, graph: FakeGraph) -> None:
     """A body without Content-Length (chunked) is refused: the client must say its length."""
     answer = http.post(f"{graph.url}/v1.0/users/{MAILBOX}/sendMail", timeout=5,

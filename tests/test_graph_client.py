@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import secrets
 import tempfile
 
 import pytest
+import requests
 
 from proxy.graph import (
     MIME_LIMIT,
@@ -19,6 +21,7 @@ from proxy.graph import (
     TokenRefused,
     graph_base_url,
 )
+from proxy.graph.answers import request_too_large
 from proxy.graph.client import MAX_MESSAGE
 from tests.support.fake_entra import FakeEntra
 from tests.support.fake_graph import REQUEST_LIMIT, FakeGraph
@@ -32,7 +35,7 @@ from tests.support.graph_setup import (  # noqa: F401 - fixtures
     scan_message,
     text_message,
 )
-from tests.support.ports import free_port
+from tests.support.ports import connect_hangs, free_port
 
 BOB = "bob@contoso.com"
 PNG = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(2000)
@@ -294,6 +297,40 @@ def test_timeout_and_refused_connection_are_temporary(entra: FakeEntra, graph: F
     assert isinstance(timed_out, Temporary) and "in time" in timed_out.reason
 
 
+MAYBE_SENT = "may have sent the message all the same"
+
+
+@pytest.mark.parametrize(("step", "size", "maybe_sent"), [
+    ("sendMail", 1000, True), ("send", 3_500_000, True), ("create", 3_500_000, False)])
+def test_a_timeout_after_sending_says_the_message_may_arrive_twice(
+        entra: FakeEntra, graph: FakeGraph, caplog: pytest.LogCaptureFixture,
+        step: str, size: int, maybe_sent: bool) -> None:
+    """No answer to sendMail or to the draft's send: the log says Graph may have sent it and the
+    device's retry may deliver it twice; at a step that sends nothing, it does not say so."""
+    token = app_token(entra)
+    graph.hang_seconds = 1
+    graph.fail_next(1, "timeout", step=step)
+    slow = GraphClient(direct_session(), graph.url, timeout=(2.0, 0.3))
+    with caplog.at_level(logging.DEBUG, logger="proxy"):
+        outcome = slow.send(token, MAILBOX, io.BytesIO(scan_message(secrets.token_bytes(size))),
+                            envelope())
+    assert isinstance(outcome, Temporary) and outcome.code == "ReadTimeout"
+    assert (MAYBE_SENT in caplog.text) is maybe_sent
+    assert ("it may arrive twice" in caplog.text) is maybe_sent
+    assert MAYBE_SENT not in outcome.reason  # the device is told what it always is: try again
+    assert token.split(".")[2] not in caplog.text and "/upload/" not in caplog.text
+
+
+def test_a_connect_timeout_does_not_say_the_message_may_arrive_twice(
+        entra: FakeEntra, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing went out when connecting timed out, so the log says nothing of a second copy."""
+    with connect_hangs() as port, caplog.at_level(logging.WARNING, logger="proxy.graph"):
+        client = GraphClient(direct_session(), f"http://127.0.0.1:{port}", timeout=(0.3, 5.0))
+        outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(text_message()), envelope())
+    assert isinstance(outcome, Temporary) and outcome.code == "ConnectTimeout"
+    assert "in time" in caplog.text and "twice" not in caplog.text
+
+
 def test_message_over_exchange_limit_is_refused_without_a_request(
         entra: FakeEntra, graph: FakeGraph, client: GraphClient) -> None:
     """Over 150 MB is 5.3.4 at once; over the mailbox's limit, 5.3.4 from Graph."""
@@ -308,6 +345,65 @@ def test_message_over_exchange_limit_is_refused_without_a_request(
                           io.BytesIO(scan_message(secrets.token_bytes(4_500_000))), envelope())
     assert isinstance(outcome, Permanent) and outcome.status == "5.3.4"
     assert outcome.code == "ErrorMessageSizeExceeded" and graph.drafts(MAILBOX) == []
+
+
+def near_the_limit() -> tuple[bytes, bytes]:
+    """(the PDF, the scan): a message just under MIME_LIMIT, so it goes to sendMail."""
+    pdf = secrets.token_bytes(2_150_000)
+    raw = scan_message(pdf)
+    assert MIME_LIMIT - 100_000 < len(raw) <= MIME_LIMIT
+    return pdf, raw
+
+
+def test_a_413_on_send_mail_sends_the_message_as_a_draft(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Graph refuses the sendMail request as too large (413): the same message goes once
+    through the draft path, arrives whole, and the log says why."""
+    graph.send_mail_limit = 3_900_000  # under the base64 of the message
+    pdf, raw = near_the_limit()
+    with caplog.at_level(logging.INFO, logger="proxy.graph"):
+        outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(raw), envelope())
+    assert isinstance(outcome, Sent) and outcome.path == "draft"
+    assert graph.steps() == ["sendMail", "create", "send"]
+    [sent] = graph.deliveries
+    assert [a.content for a in sent.attachments] == [pdf] and graph.drafts(MAILBOX) == []
+    assert "sendMail refused the request as too large (HTTP 413" in caplog.text
+    assert "as a draft instead" in caplog.text
+
+
+def test_a_413_without_mail_read_write_is_5_3_4_naming_it(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient) -> None:
+    """The draft path a 413 falls back to needs Mail.ReadWrite: without it, 5.3.4 says so."""
+    graph.send_mail_limit = 3_900_000
+    outcome = client.send(app_token(entra, roles=("Mail.Send",)), MAILBOX,
+                          io.BytesIO(near_the_limit()[1]), envelope())
+    assert isinstance(outcome, Permanent) and outcome.status == "5.3.4"
+    assert "Mail.ReadWrite" in outcome.reason
+    assert graph.steps() == ["sendMail", "create"] and graph.deliveries == []
+
+
+def test_the_mailbox_size_limit_on_send_mail_does_not_fall_back(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient) -> None:
+    """Exchange's own refusal (ErrorMessageSizeExceeded, the mailbox's send limit) is 5.3.4
+    at once: a draft of the same message would be refused too."""
+    graph.max_message_size = 1000
+    outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(text_message("x" * 2000)),
+                          envelope())
+    assert isinstance(outcome, Permanent) and outcome.status == "5.3.4"
+    assert outcome.code == "ErrorMessageSizeExceeded" and graph.steps() == ["sendMail"]
+
+
+@pytest.mark.parametrize(("code", "fall_back"), [
+    ("RequestEntityTooLarge", True), (None, True), ("ErrorMessageSizeExceeded", False)])
+def test_which_413_answers_fall_back(code: str | None, fall_back: bool) -> None:
+    """A 413 falls back whatever Graph calls it (or if it is not Graph's JSON at all), unless
+    it is Exchange's size refusal."""
+    answer = requests.Response()
+    answer.status_code = 413
+    answer._content = (json.dumps({"error": {"code": code, "message": "too large"}}).encode()
+                       if code else b"<html>413 Request Entity Too Large</html>")
+    assert request_too_large(answer) is fall_back
 
 
 @pytest.mark.parametrize(("url", "expected"), [

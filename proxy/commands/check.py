@@ -1,6 +1,8 @@
 """`xoauth2-proxy account check USER`: a token per service the listeners need, upstream login and
 a harmless command on every relaying listener's upstream, and for Graph listeners what the Graph
-token allows (Mail.Send; Mail.ReadWrite for large messages), with a plain verdict per step."""
+token allows (Mail.Send; Mail.ReadWrite for large messages), with a plain verdict per step. An
+app-only token without Mail.Send gets a note, not a failure: Exchange RBAC for Applications grants
+it outside the token."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from ..config import AccountConfig, Config, ListenerConfig
 from ..errors import ProxyError
 from ..glue.upstream_connection import UpstreamTarget, connect_upstream
 from ..graph import read_grant
+from ..graph.permissions import FAILED, OK
 from ..protocols import cores_for
 from ..resources import NAMES, OUTLOOK
 from ..store import Store
@@ -61,12 +64,10 @@ def _check_graph(listener: ListenerConfig, grant: Grant, failures: list[str],
         out.write(f"{label}: FAILED: the access token is not a JWT; its permissions are "
                   "unknown\n")
         return
-    verdict = permissions.explain(grant.mailbox)
-    if not permissions.for_graph or not permissions.can_send:
+    verdict, text = permissions.verdict, permissions.explain(grant.mailbox)
+    if verdict == FAILED:
         failures.append(label)
-        out.write(f"{label}: FAILED: {verdict}\n")
-    else:
-        out.write(f"{label}: ok, {verdict}\n")
+    out.write(f"{label}: {verdict}{',' if verdict == OK else ':'} {text}\n")
 
 
 def check_account(

@@ -69,6 +69,12 @@ def graph_error(response: requests.Response) -> tuple[str | None, str, str | Non
     return code, one_line(message), request_id
 
 
+def request_too_large(response: requests.Response) -> bool:
+    """Whether Graph refused the size of the request (413), not the size of the message: the
+    mailbox's own limit (ErrorMessageSizeExceeded) refuses a draft of it just the same."""
+    return response.status_code == 413 and graph_error(response)[0] != "ErrorMessageSizeExceeded"
+
+
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """Whitespace (line breaks included) folded, cut to `limit` characters."""
     text = " ".join(text.split())
@@ -150,5 +156,8 @@ def network_outcome(error: requests.RequestException, step: str, host: str) -> T
         what = "the connection failed or was closed"
     else:
         what = "the request failed"
+    # A read timeout comes after the whole request went out: Graph may have acted on it. Only
+    # sendMail and send do something the device's retry repeats.
+    maybe_sent = isinstance(error, requests.ReadTimeout) and step in (SEND_MAIL, SEND_DRAFT)
     return Temporary(f"Microsoft Graph ({host}) could not be reached at {step}: {what}; try "
-                     "again later", NO_ANSWER, code=type(error).__name__)
+                     "again later", NO_ANSWER, code=type(error).__name__, maybe_sent=maybe_sent)

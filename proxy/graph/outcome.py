@@ -42,6 +42,7 @@ class Temporary:
     retry_after: float | None = None  # seconds Graph asked us to wait; for the log
     code: str | None = None  # Graph's error code, or "HTTP 503"
     request_id: str | None = None
+    maybe_sent: bool = False  # the request to send went out but no answer came back
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,11 @@ def describe(outcome: Outcome) -> str:
         return f"sent through {outcome.path} (request-id {outcome.request_id or '-'})"
     kind = {Temporary: "temporary failure", TokenRefused: "access token refused",
             Permanent: "refused"}[type(outcome)]
-    extra = ""
+    extra = after = ""
     if isinstance(outcome, Temporary) and outcome.retry_after is not None:
         extra = f", Retry-After {outcome.retry_after:g}s"
+    if isinstance(outcome, Temporary) and outcome.maybe_sent:
+        after = (" (the request to send had gone out, so Microsoft Graph may have sent the "
+                 "message all the same: the device will send it again, and it may arrive twice)")
     return (f"{kind} {outcome.status} ({outcome.code or '-'}, request-id "
-            f"{outcome.request_id or '-'}{extra}): {outcome.reason}")
+            f"{outcome.request_id or '-'}{extra}): {outcome.reason}{after}")

@@ -2,9 +2,9 @@
 
 It checks what Graph checks, the way Graph answers: the bearer token (signature, expiry, audience,
 Mail.Send for sending, Mail.ReadWrite for drafts and uploads, a delegated token only for its own
-mailbox), the 4 MiB request limit (413), the mailbox (unknown: 404 ErrorInvalidUser; not on
-Exchange Online: MailboxNotEnabledForRESTAPI), the From address (ErrorSendAsDenied), the
-recipients (ErrorInvalidRecipients), upload sessions (at least 2 MiB, sequential Content-Range
+mailbox), the 4 MiB request limit (413; `send_mail_limit` lowers it for sendMail), the mailbox
+(unknown: 404 ErrorInvalidUser; not on Exchange Online: MailboxNotEnabledForRESTAPI), the From
+address (ErrorSendAsDenied), the recipients (ErrorInvalidRecipients), upload sessions (at least 2 MiB, sequential Content-Range
 pieces of at most 4 MiB, no Authorization header on the pre-authenticated URL). Errors come in
 Graph's JSON with a request-id. `fail_next()` injects throttling, outages and refusals.
 
@@ -110,13 +110,17 @@ class FakeGraph(LocalService):
 
     def __init__(self, token_key: bytes, *, clock: Callable[[], float] = time.time,
                  retry_after: int = 1, hang_seconds: float = 5.0,
-                 max_message_size: int = 150 * 1024 * 1024) -> None:
+                 max_message_size: int = 150 * 1024 * 1024,
+                 send_mail_limit: int = REQUEST_LIMIT) -> None:
         super().__init__()
         self.token_key = token_key
         self.clock = clock
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
         self.max_message_size = max_message_size
+        # sendMail requests over this many bytes get 413 like any request over 4 MiB; lower it
+        # to stand for a MIME message whose base64 comes out over the limit of the day
+        self.send_mail_limit = send_mail_limit
         self._lock = threading.RLock()
         self._mailboxes: dict[str, Mailbox] = {}
         self._messages: dict[str, Message] = {}

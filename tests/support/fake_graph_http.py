@@ -106,8 +106,9 @@ class GraphHandler(JsonHandler):
             self._error(411, "LengthRequired", "Content-Length is required.", echo)
             return
         length = int(headers.get("content-length") or 0)
-        body = self._read(length)
         route = route_request(method, self.path)
+        limit = self.fake.send_mail_limit if route and route[0] == "sendMail" else REQUEST_LIMIT
+        body = self._read(length, limit)
         if route is None:
             self._error(404, "UnknownError", "Resource not found for the segment.", echo)
             return
@@ -115,7 +116,7 @@ class GraphHandler(JsonHandler):
         kind = self.fake._record(Request(method, step, "authorization" in headers, length))
         if body is None:
             self._error(413, "RequestEntityTooLarge", f"The request is larger than "
-                        f"{REQUEST_LIMIT} bytes.", echo)
+                        f"{limit} bytes.", echo)
         elif kind == "timeout":
             self._hold(self.fake._stopping, self.fake.hang_seconds)
         elif kind == "reset":
@@ -135,9 +136,9 @@ class GraphHandler(JsonHandler):
             else:
                 self._send_json(status, payload, {**echo, **extra})
 
-    def _read(self, length: int) -> bytes | None:
-        """The body; None (after reading it all, so the answer arrives) if over the limit."""
-        if length <= REQUEST_LIMIT:
+    def _read(self, length: int, limit: int) -> bytes | None:
+        """The body; None (after reading it all, so the answer arrives) if over `limit`."""
+        if length <= limit:
             return self.rfile.read(length)
         while length > 0:
             chunk = self.rfile.read(min(length, 1 << 20))

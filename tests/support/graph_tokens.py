@@ -59,7 +59,9 @@ def mint_graph_token(
     key: bytes, *, tenant: str, client_id: str, now: float, lifetime: int,
     mailbox: str | None = None, scp: list[str] | None = None, roles: list[str] | None = None,
 ) -> str:
-    """A Graph access token: `scp` and `upn` for a signed-in user, `roles` for an app."""
+    """A Graph access token: `scp` and `upn` for a signed-in user, `roles` for an app. As from
+    Entra ID, `idtyp` says which, and an app granted no application permission gets no `roles`
+    claim at all (not an empty list)."""
     issued = int(now)
     claims: dict[str, Any] = {
         "aud": GRAPH, "iss": f"https://sts.windows.net/{tenant}/", "tid": tenant,
@@ -67,9 +69,10 @@ def mint_graph_token(
         "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, mailbox or client_id)), "ver": "1.0",
         "uti": secrets.token_urlsafe(16),
     }
+    claims["idtyp"] = "user" if scp is not None else "app"
     if scp is not None:
         claims.update(scp=" ".join(scp), upn=mailbox, unique_name=mailbox)
-    if roles is not None:
+    if roles:
         claims["roles"] = roles
     return mint_hs256(key, claims)
 
