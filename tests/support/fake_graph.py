@@ -4,8 +4,9 @@ It checks what Graph checks, the way Graph answers: the bearer token (signature,
 Mail.Send for sending, Mail.ReadWrite for drafts and uploads, a delegated token only for its own
 mailbox), the 4 MiB request limit (413; `send_mail_limit` lowers it for sendMail), the mailbox
 (unknown: 404 ErrorInvalidUser; not on Exchange Online: MailboxNotEnabledForRESTAPI), the From
-address (ErrorSendAsDenied), the recipients (ErrorInvalidRecipients), upload sessions (at least 2 MiB, sequential Content-Range
-pieces of at most 4 MiB, no Authorization header on the pre-authenticated URL). Errors come in
+address (ErrorSendAsDenied), the recipients (ErrorInvalidRecipients), upload sessions (at least
+2 MiB, sequential Content-Range pieces of at most 4 MiB, no Authorization header on the
+pre-authenticated URL). Errors come in
 Graph's JSON with a request-id. `fail_next()` injects throttling, outages and refusals.
 
 What was sent is kept for tests to compare byte for byte: `deliveries` (the MIME as received, or
