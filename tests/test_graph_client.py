@@ -355,12 +355,15 @@ def near_the_limit() -> tuple[bytes, bytes]:
     return pdf, raw
 
 
+@pytest.mark.parametrize("status", [413, 400])
 def test_a_413_on_send_mail_sends_the_message_as_a_draft(
         entra: FakeEntra, graph: FakeGraph, client: GraphClient,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """Graph refuses the sendMail request as too large (413): the same message goes once
-    through the draft path, arrives whole, and the log says why."""
+        caplog: pytest.LogCaptureFixture, status: int) -> None:
+    """Graph refuses the sendMail request as too large (413, or its 400 "Maximum request
+    length exceeded."): the same message goes once through the draft path, arrives whole, and
+    the log says why."""
     graph.send_mail_limit = 3_900_000  # under the base64 of the message
+    graph.too_large_as_400 = status == 400
     pdf, raw = near_the_limit()
     with caplog.at_level(logging.INFO, logger="proxy.graph"):
         outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(raw), envelope())
@@ -368,7 +371,7 @@ def test_a_413_on_send_mail_sends_the_message_as_a_draft(
     assert graph.steps() == ["sendMail", "create", "send"]
     [sent] = graph.deliveries
     assert [a.content for a in sent.attachments] == [pdf] and graph.drafts(MAILBOX) == []
-    assert "sendMail refused the request as too large (HTTP 413" in caplog.text
+    assert f"sendMail refused the request as too large (HTTP {status}" in caplog.text
     assert "as a draft instead" in caplog.text
 
 
@@ -394,15 +397,25 @@ def test_the_mailbox_size_limit_on_send_mail_does_not_fall_back(
     assert outcome.code == "ErrorMessageSizeExceeded" and graph.steps() == ["sendMail"]
 
 
-@pytest.mark.parametrize(("code", "fall_back"), [
-    ("RequestEntityTooLarge", True), (None, True), ("ErrorMessageSizeExceeded", False)])
-def test_which_413_answers_fall_back(code: str | None, fall_back: bool) -> None:
-    """A 413 falls back whatever Graph calls it (or if it is not Graph's JSON at all), unless
-    it is Exchange's size refusal."""
+@pytest.mark.parametrize(("status", "code", "message", "fall_back"), [
+    (413, "RequestEntityTooLarge", "too large", True),
+    (413, None, "", True),
+    (413, "ErrorMessageSizeExceeded", "too large", False),
+    (400, "BadRequest", "Maximum request length exceeded.", True),
+    (400, "BadRequest", "The maximum request length supported is 4MB.", True),
+    (400, "ErrorMessageSizeExceeded", "Maximum request length exceeded.", False),
+    (400, "ErrorInvalidRecipients", "At least one recipient is not valid.", False),
+    (400, None, "", False),
+])
+def test_which_answers_mean_the_request_was_too_large(
+        status: int, code: str | None, message: str, fall_back: bool) -> None:
+    """A 413 falls back whatever Graph calls it (or if it is not Graph's JSON at all), and so
+    does the 400 Graph also answers for an oversized request; Exchange's size refusal and any
+    other 400 do not."""
     answer = requests.Response()
-    answer.status_code = 413
-    answer._content = (json.dumps({"error": {"code": code, "message": "too large"}}).encode()
-                       if code else b"<html>413 Request Entity Too Large</html>")
+    answer.status_code = status
+    answer._content = (json.dumps({"error": {"code": code, "message": message}}).encode()
+                       if code else b"<html>Request Entity Too Large</html>")
     assert request_too_large(answer) is fall_back
 
 

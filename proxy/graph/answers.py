@@ -70,9 +70,15 @@ def graph_error(response: requests.Response) -> tuple[str | None, str, str | Non
 
 
 def request_too_large(response: requests.Response) -> bool:
-    """Whether Graph refused the size of the request (413), not the size of the message: the
-    mailbox's own limit (ErrorMessageSizeExceeded) refuses a draft of it just the same."""
-    return response.status_code == 413 and graph_error(response)[0] != "ErrorMessageSizeExceeded"
+    """Whether Graph refused the size of the request, not the size of the message: a 413, or
+    the 400 BadRequest it also answers ("Maximum request length exceeded.", "The maximum request
+    length supported is 4MB."). The mailbox's own limit (ErrorMessageSizeExceeded) would refuse
+    a draft of the message just the same."""
+    code, message, _ = graph_error(response)
+    if code == "ErrorMessageSizeExceeded":
+        return False
+    return response.status_code == 413 or (
+        response.status_code == 400 and "maximum request length" in message.lower())
 
 
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
