@@ -300,35 +300,44 @@ def test_timeout_and_refused_connection_are_temporary(entra: FakeEntra, graph: F
 MAYBE_SENT = "may have sent the message all the same"
 
 
+@pytest.mark.parametrize(("kind", "code"), [
+    ("timeout", "ReadTimeout"), ("reset", "ConnectionError"), ("504", "GatewayTimeout")])
 @pytest.mark.parametrize(("step", "size", "maybe_sent"), [
     ("sendMail", 1000, True), ("send", 3_500_000, True), ("create", 3_500_000, False)])
-def test_a_timeout_after_sending_says_the_message_may_arrive_twice(
+def test_no_answer_after_sending_says_the_message_may_arrive_twice(
         entra: FakeEntra, graph: FakeGraph, caplog: pytest.LogCaptureFixture,
-        step: str, size: int, maybe_sent: bool) -> None:
-    """No answer to sendMail or to the draft's send: the log says Graph may have sent it and the
-    device's retry may deliver it twice; at a step that sends nothing, it does not say so."""
+        kind: str, code: str, step: str, size: int, maybe_sent: bool) -> None:
+    """No answer to sendMail or to the draft's send (a timeout, a reset once the request was
+    read, Graph's gateway timing out): the log says Graph may have sent it and the device's
+    retry may deliver it twice; at a step that sends nothing, it does not say so."""
     token = app_token(entra)
     graph.hang_seconds = 1
-    graph.fail_next(1, "timeout", step=step)
+    graph.fail_next(1, kind, step=step)
     slow = GraphClient(direct_session(), graph.url, timeout=(2.0, 0.3))
     with caplog.at_level(logging.DEBUG, logger="proxy"):
         outcome = slow.send(token, MAILBOX, io.BytesIO(scan_message(secrets.token_bytes(size))),
                             envelope())
-    assert isinstance(outcome, Temporary) and outcome.code == "ReadTimeout"
+    assert isinstance(outcome, Temporary) and outcome.code == code
     assert (MAYBE_SENT in caplog.text) is maybe_sent
     assert ("it may arrive twice" in caplog.text) is maybe_sent
     assert MAYBE_SENT not in outcome.reason  # the device is told what it always is: try again
     assert token.split(".")[2] not in caplog.text and "/upload/" not in caplog.text
 
 
-def test_a_connect_timeout_does_not_say_the_message_may_arrive_twice(
+def test_a_connection_not_made_does_not_say_the_message_may_arrive_twice(
         entra: FakeEntra, caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing went out when connecting timed out, so the log says nothing of a second copy."""
+    """Nothing went out when connecting timed out or was refused, so the log says nothing of a
+    second copy."""
     with connect_hangs() as port, caplog.at_level(logging.WARNING, logger="proxy.graph"):
         client = GraphClient(direct_session(), f"http://127.0.0.1:{port}", timeout=(0.3, 5.0))
         outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(text_message()), envelope())
     assert isinstance(outcome, Temporary) and outcome.code == "ConnectTimeout"
     assert "in time" in caplog.text and "twice" not in caplog.text
+    refused = GraphClient(direct_session(), f"http://127.0.0.1:{free_port()}")
+    with caplog.at_level(logging.WARNING, logger="proxy.graph"):
+        outcome = refused.send(app_token(entra), MAILBOX, io.BytesIO(text_message()), envelope())
+    assert isinstance(outcome, Temporary) and not outcome.maybe_sent
+    assert "twice" not in caplog.text
 
 
 def test_message_over_exchange_limit_is_refused_without_a_request(
