@@ -300,35 +300,44 @@ def test_timeout_and_refused_connection_are_temporary(entra: FakeEntra, graph: F
 MAYBE_SENT = "may have sent the message all the same"
 
 
+@pytest.mark.parametrize(("kind", "code"), [
+    ("timeout", "ReadTimeout"), ("reset", "ConnectionError"), ("504", "GatewayTimeout")])
 @pytest.mark.parametrize(("step", "size", "maybe_sent"), [
     ("sendMail", 1000, True), ("send", 3_500_000, True), ("create", 3_500_000, False)])
-def test_a_timeout_after_sending_says_the_message_may_arrive_twice(
+def test_no_answer_after_sending_says_the_message_may_arrive_twice(
         entra: FakeEntra, graph: FakeGraph, caplog: pytest.LogCaptureFixture,
-        step: str, size: int, maybe_sent: bool) -> None:
-    """No answer to sendMail or to the draft's send: the log says Graph may have sent it and the
-    device's retry may deliver it twice; at a step that sends nothing, it does not say so."""
+        kind: str, code: str, step: str, size: int, maybe_sent: bool) -> None:
+    """No answer to sendMail or to the draft's send (a timeout, a reset once the request was
+    read, Graph's gateway timing out): the log says Graph may have sent it and the device's
+    retry may deliver it twice; at a step that sends nothing, it does not say so."""
     token = app_token(entra)
     graph.hang_seconds = 1
-    graph.fail_next(1, "timeout", step=step)
+    graph.fail_next(1, kind, step=step)
     slow = GraphClient(direct_session(), graph.url, timeout=(2.0, 0.3))
     with caplog.at_level(logging.DEBUG, logger="proxy"):
         outcome = slow.send(token, MAILBOX, io.BytesIO(scan_message(secrets.token_bytes(size))),
                             envelope())
-    assert isinstance(outcome, Temporary) and outcome.code == "ReadTimeout"
+    assert isinstance(outcome, Temporary) and outcome.code == code
     assert (MAYBE_SENT in caplog.text) is maybe_sent
     assert ("it may arrive twice" in caplog.text) is maybe_sent
     assert MAYBE_SENT not in outcome.reason  # the device is told what it always is: try again
     assert token.split(".")[2] not in caplog.text and "/upload/" not in caplog.text
 
 
-def test_a_connect_timeout_does_not_say_the_message_may_arrive_twice(
+def test_a_connection_not_made_does_not_say_the_message_may_arrive_twice(
         entra: FakeEntra, caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing went out when connecting timed out, so the log says nothing of a second copy."""
+    """Nothing went out when connecting timed out or was refused, so the log says nothing of a
+    second copy."""
     with connect_hangs() as port, caplog.at_level(logging.WARNING, logger="proxy.graph"):
         client = GraphClient(direct_session(), f"http://127.0.0.1:{port}", timeout=(0.3, 5.0))
         outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(text_message()), envelope())
     assert isinstance(outcome, Temporary) and outcome.code == "ConnectTimeout"
     assert "in time" in caplog.text and "twice" not in caplog.text
+    refused = GraphClient(direct_session(), f"http://127.0.0.1:{free_port()}")
+    with caplog.at_level(logging.WARNING, logger="proxy.graph"):
+        outcome = refused.send(app_token(entra), MAILBOX, io.BytesIO(text_message()), envelope())
+    assert isinstance(outcome, Temporary) and not outcome.maybe_sent
+    assert "twice" not in caplog.text
 
 
 def test_message_over_exchange_limit_is_refused_without_a_request(
@@ -355,12 +364,15 @@ def near_the_limit() -> tuple[bytes, bytes]:
     return pdf, raw
 
 
+@pytest.mark.parametrize("status", [413, 400])
 def test_a_413_on_send_mail_sends_the_message_as_a_draft(
         entra: FakeEntra, graph: FakeGraph, client: GraphClient,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """Graph refuses the sendMail request as too large (413): the same message goes once
-    through the draft path, arrives whole, and the log says why."""
+        caplog: pytest.LogCaptureFixture, status: int) -> None:
+    """Graph refuses the sendMail request as too large (413, or its 400 "Maximum request
+    length exceeded."): the same message goes once through the draft path, arrives whole, and
+    the log says why."""
     graph.send_mail_limit = 3_900_000  # under the base64 of the message
+    graph.too_large_as_400 = status == 400
     pdf, raw = near_the_limit()
     with caplog.at_level(logging.INFO, logger="proxy.graph"):
         outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(raw), envelope())
@@ -368,7 +380,7 @@ def test_a_413_on_send_mail_sends_the_message_as_a_draft(
     assert graph.steps() == ["sendMail", "create", "send"]
     [sent] = graph.deliveries
     assert [a.content for a in sent.attachments] == [pdf] and graph.drafts(MAILBOX) == []
-    assert "sendMail refused the request as too large (HTTP 413" in caplog.text
+    assert f"sendMail refused the request as too large (HTTP {status}" in caplog.text
     assert "as a draft instead" in caplog.text
 
 
@@ -394,15 +406,25 @@ def test_the_mailbox_size_limit_on_send_mail_does_not_fall_back(
     assert outcome.code == "ErrorMessageSizeExceeded" and graph.steps() == ["sendMail"]
 
 
-@pytest.mark.parametrize(("code", "fall_back"), [
-    ("RequestEntityTooLarge", True), (None, True), ("ErrorMessageSizeExceeded", False)])
-def test_which_413_answers_fall_back(code: str | None, fall_back: bool) -> None:
-    """A 413 falls back whatever Graph calls it (or if it is not Graph's JSON at all), unless
-    it is Exchange's size refusal."""
+@pytest.mark.parametrize(("status", "code", "message", "fall_back"), [
+    (413, "RequestEntityTooLarge", "too large", True),
+    (413, None, "", True),
+    (413, "ErrorMessageSizeExceeded", "too large", False),
+    (400, "BadRequest", "Maximum request length exceeded.", True),
+    (400, "BadRequest", "The maximum request length supported is 4MB.", True),
+    (400, "ErrorMessageSizeExceeded", "Maximum request length exceeded.", False),
+    (400, "ErrorInvalidRecipients", "At least one recipient is not valid.", False),
+    (400, None, "", False),
+])
+def test_which_answers_mean_the_request_was_too_large(
+        status: int, code: str | None, message: str, fall_back: bool) -> None:
+    """A 413 falls back whatever Graph calls it (or if it is not Graph's JSON at all), and so
+    does the 400 Graph also answers for an oversized request; Exchange's size refusal and any
+    other 400 do not."""
     answer = requests.Response()
-    answer.status_code = 413
-    answer._content = (json.dumps({"error": {"code": code, "message": "too large"}}).encode()
-                       if code else b"<html>413 Request Entity Too Large</html>")
+    answer.status_code = status
+    answer._content = (json.dumps({"error": {"code": code, "message": message}}).encode()
+                       if code else b"<html>Request Entity Too Large</html>")
     assert request_too_large(answer) is fall_back
 
 

@@ -9,6 +9,7 @@ or an upload session means it lacks Mail.ReadWrite, which only messages over abo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http.client import RemoteDisconnected
 from typing import Any
 
 import requests
@@ -39,6 +40,9 @@ UPLOAD_SESSION = "create upload session"
 UPLOAD = "upload"
 SEND_DRAFT = "send draft"
 DRAFT_STEPS = frozenset({CREATE_DRAFT, ADD_ATTACHMENT, UPLOAD_SESSION})
+# The steps that send: without an answer to one, the message may have gone, and the device's
+# retry may deliver it twice.
+SENDING_STEPS = frozenset({SEND_MAIL, SEND_DRAFT})
 MESSAGE_LIMIT = 200  # characters of Graph's own message quoted in a reason
 
 
@@ -70,9 +74,15 @@ def graph_error(response: requests.Response) -> tuple[str | None, str, str | Non
 
 
 def request_too_large(response: requests.Response) -> bool:
-    """Whether Graph refused the size of the request (413), not the size of the message: the
-    mailbox's own limit (ErrorMessageSizeExceeded) refuses a draft of it just the same."""
-    return response.status_code == 413 and graph_error(response)[0] != "ErrorMessageSizeExceeded"
+    """Whether Graph refused the size of the request, not the size of the message: a 413, or
+    the 400 BadRequest it also answers ("Maximum request length exceeded.", "The maximum request
+    length supported is 4MB."). The mailbox's own limit (ErrorMessageSizeExceeded) would refuse
+    a draft of the message just the same."""
+    code, message, _ = graph_error(response)
+    if code == "ErrorMessageSizeExceeded":
+        return False
+    return response.status_code == 413 or (
+        response.status_code == 400 and "maximum request length" in message.lower())
 
 
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -91,8 +101,8 @@ def answer_outcome(response: requests.Response, step: str, context: Context,
     said = f" ({message})" if message else ""
 
     def temporary(reason: str, enhanced: str = SYSTEM_TEMPORARY,
-                  retry_after: float | None = None) -> Temporary:
-        return Temporary(reason, enhanced, retry_after, label, request_id)
+                  retry_after: float | None = None, maybe_sent: bool = False) -> Temporary:
+        return Temporary(reason, enhanced, retry_after, label, request_id, maybe_sent)
 
     def permanent(reason: str, enhanced: str) -> Permanent:
         return Permanent(reason, enhanced, label, request_id)
@@ -132,9 +142,9 @@ def answer_outcome(response: requests.Response, step: str, context: Context,
     if status == 404 and step in (SEND_MAIL, CREATE_DRAFT):
         return permanent(f"Microsoft Graph does not know the mailbox {mailbox}{said}: check "
                          "the account's mailbox setting", BAD_SENDER_MAILBOX)
-    if status == 504:
+    if status == 504:  # Graph's gateway gave up waiting: what it waited for may still be done
         return temporary(f"Microsoft Graph did not answer in time (HTTP 504) at {step}; try "
-                         "again later", NO_ANSWER)
+                         "again later", NO_ANSWER, maybe_sent=step in SENDING_STEPS)
     if status >= 500:
         return temporary(f"Microsoft Graph answered HTTP {status} at {step}; try again later")
     if status == 400:
@@ -156,8 +166,21 @@ def network_outcome(error: requests.RequestException, step: str, host: str) -> T
         what = "the connection failed or was closed"
     else:
         what = "the request failed"
-    # A read timeout comes after the whole request went out: Graph may have acted on it. Only
-    # sendMail and send do something the device's retry repeats.
-    maybe_sent = isinstance(error, requests.ReadTimeout) and step in (SEND_MAIL, SEND_DRAFT)
+    maybe_sent = step in SENDING_STEPS and _after_the_request(error)
     return Temporary(f"Microsoft Graph ({host}) could not be reached at {step}: {what}; try "
                      "again later", NO_ANSWER, code=type(error).__name__, maybe_sent=maybe_sent)
+
+
+def _after_the_request(error: requests.RequestException) -> bool:
+    """Whether `error` came once the request had gone out, so Graph may have acted on it: no
+    answer in time, or the connection closed or reset while the answer was awaited (not a
+    connection that could not be made)."""
+    if isinstance(error, requests.ReadTimeout):
+        return True
+    if isinstance(error, requests.ConnectTimeout) or not isinstance(error, requests.ConnectionError):
+        return False
+    # requests wraps urllib3's ProtocolError("Connection aborted.", why); a connection that
+    # could not be made comes as a MaxRetryError naming another reason.
+    aborted = error.args[0] if error.args else None
+    return any(isinstance(why, (RemoteDisconnected, ConnectionResetError))
+               for why in getattr(aborted, "args", ()))

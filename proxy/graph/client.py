@@ -128,21 +128,21 @@ class _Submission:
         return self.send_draft(plan)
 
     def send_mime(self, head: Head, extra_bcc: list[str]) -> Outcome | None:
-        """sendMail with the MIME; None if Graph refused the request as too large (413).
+        """sendMail with the MIME; None if Graph refused the request as too large.
         MIME_LIMIT keeps the base64 under 4 MB, but Graph's limit is not documented to the byte
         and may be lower where it is counted; the draft's requests are each smaller."""
         body = send_mail_body(head, extra_bcc, self.message, self.size)
         answer = self.request("POST", f"{self.user_url}/sendMail", SEND_MAIL, data=body,
-                              content_type="text/plain", expect=(202, 413))
+                              content_type="text/plain", expect=(202, 400, 413))
         if not isinstance(answer, requests.Response):
             return answer
         if answer.status_code == 202:
             return self.sent(answer)
         if not request_too_large(answer):
             return answer_outcome(answer, SEND_MAIL, self.context, self.client.clock())
-        log.info("graph: %s: sendMail refused the request as too large (HTTP 413, request-id "
+        log.info("graph: %s: sendMail refused the request as too large (HTTP %d, request-id "
                  "%s); sending the message as a draft instead", self.mailbox,
-                 graph_error(answer)[2] or "-")
+                 answer.status_code, graph_error(answer)[2] or "-")
         return None
 
     def sent(self, answer: requests.Response, path: str = "sendMail") -> Sent:

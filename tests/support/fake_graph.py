@@ -2,7 +2,8 @@
 
 It checks what Graph checks, the way Graph answers: the bearer token (signature, expiry, audience,
 Mail.Send for sending, Mail.ReadWrite for drafts and uploads, a delegated token only for its own
-mailbox), the 4 MiB request limit (413; `send_mail_limit` lowers it for sendMail), the mailbox
+mailbox), the 4 MiB request limit (413, or with `too_large_as_400` the 400 Graph has also been
+seen to answer; `send_mail_limit` lowers it for sendMail), the mailbox
 (unknown: 404 ErrorInvalidUser; not on Exchange Online: MailboxNotEnabledForRESTAPI), the From
 address (ErrorSendAsDenied), the recipients (ErrorInvalidRecipients), upload sessions (at least
 2 MiB, sequential Content-Range pieces of at most 4 MiB, no Authorization header on the
@@ -122,6 +123,7 @@ class FakeGraph(LocalService):
         # sendMail requests over this many bytes get 413 like any request over 4 MiB; lower it
         # to stand for a MIME message whose base64 comes out over the limit of the day
         self.send_mail_limit = send_mail_limit
+        self.too_large_as_400 = False  # 400 BadRequest "Maximum request length exceeded."
         self._lock = threading.RLock()
         self._mailboxes: dict[str, Mailbox] = {}
         self._messages: dict[str, Message] = {}

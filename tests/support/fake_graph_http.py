@@ -115,8 +115,11 @@ class GraphHandler(JsonHandler):
         step, segments = route
         kind = self.fake._record(Request(method, step, "authorization" in headers, length))
         if body is None:
-            self._error(413, "RequestEntityTooLarge", f"The request is larger than "
-                        f"{limit} bytes.", echo)
+            if self.fake.too_large_as_400:
+                self._error(400, "BadRequest", "Maximum request length exceeded.", echo)
+            else:
+                self._error(413, "RequestEntityTooLarge", f"The request is larger than "
+                            f"{limit} bytes.", echo)
         elif kind == "timeout":
             self._hold(self.fake._stopping, self.fake.hang_seconds)
         elif kind == "reset":
