@@ -19,12 +19,10 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ..errors import StoreUnavailable
@@ -43,14 +41,13 @@ POOL_TIMEOUT_SECONDS = 5.0
 _COLUMNS = "name, record"
 _UPSERT = f"""
     INSERT INTO {ACCOUNTS} (name, record, mailbox, flow, state, access_expires_at,
-                            access_expiries, refresh_token_present, created_at, updated_at)
+                            refresh_token_present, created_at, updated_at)
     VALUES (%(name)s, %(record)s, %(mailbox)s, %(flow)s, %(state)s,
-            to_timestamp(%(access_expires_at)s), %(access_expiries)s, %(refresh_token_present)s,
+            to_timestamp(%(access_expires_at)s), %(refresh_token_present)s,
             to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s))
     ON CONFLICT (name) DO UPDATE SET
         record = EXCLUDED.record, mailbox = EXCLUDED.mailbox, flow = EXCLUDED.flow,
         state = EXCLUDED.state, access_expires_at = EXCLUDED.access_expires_at,
-        access_expiries = EXCLUDED.access_expiries,
         refresh_token_present = EXCLUDED.refresh_token_present,
         updated_at = EXCLUDED.updated_at, version = DEFAULT
 """
@@ -60,11 +57,6 @@ def lock_key(name: str) -> int:
     """The advisory lock key (a signed 64-bit integer) of an account, the same in every instance."""
     digest = hashlib.sha256(b"xoauth2-proxy account\0" + name.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def _utc(epoch: float) -> str:
-    """A time as the other columns show it to people (the proxy reads only the record)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
 
 def describe_dsn(dsn: str) -> str:
@@ -211,8 +203,6 @@ class PostgresStore(SealedRecords):
                 "name": meta.username, "record": record.to_bytes().decode("utf-8"),
                 "mailbox": meta.mailbox, "flow": meta.flow, "state": meta.state,
                 "access_expires_at": meta.access_expires_at,
-                "access_expiries": Jsonb({resource: _utc(expires) for resource, expires
-                                          in meta.access_expiries.items()}),
                 "refresh_token_present": meta.refresh_token_present,
                 "created_at": meta.created_at, "updated_at": meta.updated_at,
             })

@@ -38,11 +38,6 @@ STEPS: tuple[str, ...] = (
         version bigint NOT NULL DEFAULT nextval('{VERSIONS}')  -- new at every write
     );
     """,
-    # Each resource's access-token expiry ({"outlook": "2026-...", ...}); NULL in rows not
-    # written since (their record's meta has only the earliest, access_expires_at).
-    f"""
-    ALTER TABLE {ACCOUNTS} ADD COLUMN access_expiries jsonb;
-    """,
 )
 
 
