@@ -58,11 +58,18 @@ def describe_account(
 
 
 def tokens_by_resource(account: AccountConfig, meta: AccountMeta | None) -> tuple[ResourceToken, ...]:
-    """One entry per resource the account's scopes name (Exchange Online, Microsoft Graph).
-    The readable meta keeps the first expiry of the account's access tokens, not one per
-    resource: each entry shows it (None when no token is stored)."""
-    expires = meta.access_expires_at if meta is not None else None
-    return tuple(ResourceToken(NAMES[resource], expires)
+    """One entry per resource the account's scopes name (Exchange Online, Microsoft Graph),
+    with the expiry of that resource's access token (None when it has none yet). A record
+    written before meta kept one expiry per resource has only the earliest: each entry shows
+    that until the next refresh writes the record again."""
+    def expiry(resource: str) -> float | None:
+        if meta is None:
+            return None
+        if not meta.access_expiries:  # a record from before, or one without any token
+            return meta.access_expires_at
+        return meta.access_expiries.get(resource)
+
+    return tuple(ResourceToken(NAMES[resource], expiry(resource))
                  for resource in resources_in(account.scopes) or (OUTLOOK,))
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import AccountNotReady, StaleKey, WrongPassword
-from proxy.store import AccountMeta, FileStore, ScryptParams, Secrets, Store
+from proxy.resources import GRAPH, OUTLOOK
+from proxy.store import AccessToken, AccountMeta, FileStore, ScryptParams, Secrets, Store
 from proxy.store.rekey import rekey_if_outdated
 from tests.support.postgres import PostgresServer
 
@@ -66,6 +67,27 @@ def test_round_trip_and_meta(store: Store) -> None:
         ALICE, "shared@contoso.com", "device_code", "ok")
     assert (meta.access_expires_at, meta.refresh_token_present) == (1_900_000_000.5, True)
     assert store.location(ALICE)  # somewhere an administrator can be told about
+
+
+def test_meta_has_each_resources_expiry_and_copies_with_it(make_store: MakeStore,
+                                                          tmp_path: Path) -> None:
+    """With an Exchange and a Graph token, meta read back (by another store object, and from
+    a copy in the other backend) has each one's expiry; an update_meta keeps them."""
+    store, other = make_store(), make_store()
+    both = SECRETS.with_token(GRAPH, AccessToken("G-secret-access", 1_800_000_000.0), "R-2")
+    store.save(ALICE, store.new_key("pw"), both,
+               AccountMeta(ALICE, "shared@contoso.com", "device_code"))
+    expected = {OUTLOOK: 1_900_000_000.5, GRAPH: 1_800_000_000.0}
+    store.update_meta(ALICE, state="needs_reauth")
+    meta = other.read_meta(ALICE)
+    assert meta is not None and meta.access_expiries == expected
+    assert meta.access_expires_at == 1_800_000_000.0
+    copy = FileStore(tmp_path / "copy", kdf=FAST)
+    assert copy.put_record(store.records()[0])
+    assert [m.access_expiries for m in copy.list_meta()] == [expected]
+    store.remove(ALICE)
+    assert store.put_record(copy.records()[0])
+    assert [m.access_expiries for m in other.list_meta()] == [expected]
 
 
 def test_wrong_password_changes_nothing(store: Store) -> None:

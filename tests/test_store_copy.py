@@ -7,14 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.store import AccountMeta, FileStore, Secrets
+from proxy.resources import GRAPH, OUTLOOK
+from proxy.store import AccessToken, AccountMeta, FileStore, Secrets
 from proxy.store.postgresql import PostgresStore
 from tests.support.postgres import PostgresServer
 from tests.test_config import LISTENER
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = ("alice@contoso.com", "bob@contoso.com")
-SECRETS = Secrets("R-refresh", "A-access", 1_900_000_000.0)
+SECRETS = Secrets("R-refresh", "A-access", 1_900_000_000.0,
+                  other_tokens={GRAPH: AccessToken("G-access", 1_800_000_000.0)})
+EXPIRIES = {OUTLOOK: 1_900_000_000.0, GRAPH: 1_800_000_000.0}
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -25,7 +28,8 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_store_copy_to_the_database_and_back(tmp_path: Path,
                                              postgres_server: PostgresServer) -> None:
     """Every account in the files is copied to the database as it is (its password opens it
-    there); one already there is left alone and the command says so; --to files goes back."""
+    there, its meta has each resource's expiry); one already there is left alone and the
+    command says so; --to files goes back."""
     files = FileStore(tmp_path / "store")
     for user in USERS:
         files.save(user, files.new_key(f"pw of {user}"), SECRETS,
@@ -41,6 +45,7 @@ def test_store_copy_to_the_database_and_back(tmp_path: Path,
     try:
         for user in USERS:
             assert database.load(user, database.derive_key(user, f"pw of {user}")) == SECRETS
+        assert [meta.access_expiries for meta in database.list_meta()] == [EXPIRIES] * 2
         assert postgres_server.password not in copied.stdout + copied.stderr
 
         again = _cli(config, "store", "copy", "--to", "postgresql")
@@ -51,5 +56,6 @@ def test_store_copy_to_the_database_and_back(tmp_path: Path,
         back = _cli(config, "store", "copy", "--to", "files")
         assert "1 of 1 account(s) copied" in back.stdout
         assert files.load(USERS[1], files.derive_key(USERS[1], f"pw of {USERS[1]}")) == SECRETS
+        assert [meta.access_expiries for meta in files.list_meta()] == [EXPIRIES] * 2
     finally:
         database.close()

@@ -120,3 +120,34 @@ def test_broken_graph_token_entry_is_a_broken_record() -> None:
     broken = Record(key.params, key.salt, nonce, ciphertext, meta)
     with pytest.raises(StoreFileInvalid, match="unexpected content"):
         broken.open(key, "row")
+
+
+def test_meta_keeps_each_resources_expiry_but_no_token() -> None:
+    """Sealing secrets with an Exchange and a Graph token puts each one's expiry (not the
+    token) in the readable meta, beside the earliest; it survives the bytes."""
+    record = Record.parse(FORMAT_1, "row", "alice@example.com")
+    key = record.derive_key(PASSWORD)
+    both = SECRETS.with_token(GRAPH, AccessToken("G-access", 1_800_000_000.0), "R-refresh")
+    raw = Record.seal(key, both, record.meta).to_bytes()
+    meta = json.loads(raw)["meta"]
+    assert meta["access_expiries"] == {OUTLOOK: 1_900_000_000.5, GRAPH: 1_800_000_000.0}
+    assert meta["access_expires_at"] == 1_800_000_000.0
+    assert "A-access" not in json.dumps(meta) and "G-access" not in json.dumps(meta)
+    parsed = Record.parse(raw, "row", "alice@example.com").meta
+    assert parsed.access_expiries == {OUTLOOK: 1_900_000_000.5, GRAPH: 1_800_000_000.0}
+
+
+def test_a_record_from_before_per_resource_expiries_reads_with_none() -> None:
+    """A record without "access_expiries" in its meta reads with an empty one (the earliest
+    expiry is still there); a token without an expiry gives none either."""
+    meta = Record.parse(FORMAT_1, "row", "alice@example.com").meta
+    assert meta.access_expiries == {} and meta.access_expires_at == 1_900_000_000.5
+    assert Secrets("R", "A", None).expiries == {}
+
+
+@pytest.mark.parametrize("expiries", [[1.0], {"graph": "soon"}, {"graph": True}, {"graph": None}])
+def test_a_broken_access_expiries_is_a_broken_record(expiries: object) -> None:
+    data = json.loads(FORMAT_1)
+    data["meta"]["access_expiries"] = expiries
+    with pytest.raises(StoreFileInvalid, match="invalid field .*access_expiries"):
+        Record.parse(json.dumps(data).encode(), "row", "alice@example.com")

@@ -5,14 +5,17 @@ A record (format 1) is JSON:
      "kdf": {"name": "argon2id", "memory_kib": 47104, "iterations": 1, "lanes": 1,
              "salt": "<base64>"},   (or {"name": "scrypt", "n": ..., "r": ..., "p": ...})
      "cipher": "AES-256-GCM", "nonce": "<base64>", "ciphertext": "<base64>",
-     "meta": {"username": ..., "mailbox": ..., "flow": ..., "state": "ok", ...}}
+     "meta": {"username": ..., "mailbox": ..., "flow": ..., "state": "ok", ...,
+             "access_expiries": {"outlook": ..., "graph": ...}}}
 The ciphertext holds the Secrets as JSON: the refresh token, the Exchange Online access token and
 its expiry (the fields every record has), and, for an account that also sends through Microsoft
 Graph, "access_tokens": {"graph": {"access_token": ..., "access_expires_at": ...}} (absent when
 empty, so records written before it existed read the same). Its GCM associated data names the
 format and the account, so a record copied onto another account does not decrypt there. "meta"
 is deliberately not authenticated: the proxy changes state and expiry without knowing the
-password, and whoever can write the record can delete it anyway.
+password, and whoever can write the record can delete it anyway. Meta's "access_expiries" holds
+each resource's expiry (only the time, for the admin page), and is absent when empty: records
+written before it existed have only "access_expires_at", the earliest of them.
 
 Pure: no files, no locks, no clock but the timestamps in meta. Key derivation is slow
 (proxy.store.kdf): call it from a thread pool.
@@ -69,6 +72,9 @@ class AccountMeta:
     refresh_token_present: bool = False
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # Each resource's access-token expiry (proxy.resources name -> time), only the times;
+    # access_expires_at is the earliest. Empty in records written before it existed.
+    access_expiries: dict[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for name in ("username", "mailbox", "flow"):
@@ -85,6 +91,19 @@ class AccountMeta:
             if type(value) not in (int, float):
                 raise ValueError(f"{name} must be a number")
             object.__setattr__(self, name, float(value))
+        expiries = self.access_expiries
+        if not isinstance(expiries, dict) or not all(
+                isinstance(k, str) and type(v) in (int, float) for k, v in expiries.items()):
+            raise ValueError("access_expiries must map resource names to numbers")
+        object.__setattr__(self, "access_expiries", {k: float(v) for k, v in expiries.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """The meta as the record keeps it: without access_expiries when it is empty, so a
+        record from before it existed is written back byte for byte."""
+        data = dataclasses.asdict(self)
+        if not self.access_expiries:
+            del data["access_expiries"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -123,11 +142,16 @@ class Secrets:
         return dataclasses.replace(self, refresh_token=refresh_token, other_tokens=others)
 
     @property
+    def expiries(self) -> dict[str, float]:
+        """When each resource's access token expires (for meta): the tokens with an expiry."""
+        tokens = {OUTLOOK: self.token_for(OUTLOOK), **self.other_tokens}
+        return {resource: t.expires_at for resource, t in tokens.items()
+                if t is not None and t.expires_at is not None}
+
+    @property
     def first_expiry(self) -> float | None:
         """When the first of the access tokens expires (for meta), None without any."""
-        expiries = [t.expires_at for t in (self.token_for(OUTLOOK), *self.other_tokens.values())
-                    if t is not None and t.expires_at is not None]
-        return min(expiries, default=None)
+        return min(self.expiries.values(), default=None)
 
     def __repr__(self) -> str:
         def hidden(value: object) -> str:
@@ -167,12 +191,14 @@ class Record:
     @classmethod
     def seal(cls, key: UnlockKey, secrets: Secrets, meta: AccountMeta) -> Record:
         """Encrypt `secrets` with `key` (fresh nonce) for the account `meta` names; meta's
-        access_expires_at, refresh_token_present and updated_at are taken from `secrets` and now."""
+        access_expires_at, access_expiries, refresh_token_present and updated_at are taken from
+        `secrets` and now."""
         name = account_name(meta.username)
         meta = dataclasses.replace(
             meta,
             username=name,
             access_expires_at=secrets.first_expiry,
+            access_expiries=secrets.expiries,
             refresh_token_present=bool(secrets.refresh_token),
             updated_at=time.time(),
         )
@@ -212,7 +238,7 @@ class Record:
             "cipher": CIPHER,
             "nonce": _b64(self.nonce),
             "ciphertext": _b64(self.ciphertext),
-            "meta": dataclasses.asdict(self.meta),
+            "meta": self.meta.to_json(),
         }
         return json.dumps(data, indent=2, allow_nan=False).encode("utf-8") + b"\n"
 

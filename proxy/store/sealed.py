@@ -84,8 +84,9 @@ class SealedRecords(ABC):
         """Seal `secrets` with `key` (fresh nonce) and replace the account's record atomically.
 
         `meta` defaults to the record's current meta (AccountNotReady if there is none); its
-        access_expires_at and refresh_token_present are taken from `secrets`. Returns the meta
-        written. Takes the account lock itself, so it is safe inside or outside lock().
+        access_expires_at, access_expiries and refresh_token_present are taken from `secrets`.
+        Returns the meta written. Takes the account lock itself, so it is safe inside or
+        outside lock().
         """
         name = account_name(username)
         with self.lock(name):
