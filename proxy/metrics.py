@@ -4,9 +4,9 @@ and the last login of each account, for /metrics and the admin page.
 The glue reports as things happen (a session accepted, a login's outcome, a token request, an
 upstream connection's timings, a session relaying and its end); gauges of the present (sessions
 open, listeners up, accounts by state, lockouts) are set just before each scrape, and the bytes
-relayed are read from the open sessions at each scrape. No label or
-value ever carries a password, a token or a peer's password: only listener names, results and
-states. Each runtime owns its registry, so several runtimes in one process do not collide.
+relayed are read from the open sessions at each scrape. No label or value ever carries a
+password, a token or a peer's password: only listener names, results and states. Each runtime
+owns its registry, so several runtimes in one process do not collide.
 """
 
 from __future__ import annotations

@@ -68,11 +68,29 @@ def test_envelope_only_recipients_are_added_as_bcc(
     assert graph.deliveries[0].addresses("bcc") == ["dave@contoso.com", "erin@contoso.com"]
 
 
+@pytest.mark.parametrize("size", [1000, 3_500_000])
+def test_header_recipients_outside_the_envelope_get_nothing(
+        entra: FakeEntra, graph: FakeGraph, client: GraphClient,
+        caplog: pytest.LogCaptureFixture, size: int) -> None:
+    """A message split into one transaction per recipient (To: bob, carol; RCPT TO bob, then
+    carol) reaches each once, by sendMail and by the draft path alike; the log says how many
+    header recipients were left out, not who."""
+    raw = scan_message(secrets.token_bytes(size), to=f"{BOB}, carol@contoso.com")
+    with caplog.at_level(logging.INFO, logger="proxy.graph"):
+        for recipient in (BOB, "carol@contoso.com"):
+            outcome = client.send(app_token(entra), MAILBOX, io.BytesIO(raw), envelope(recipient))
+            assert isinstance(outcome, Sent)
+    assert [d.addresses("to") for d in graph.deliveries] == [[BOB], ["carol@contoso.com"]]
+    assert caplog.text.count("1 recipient(s) in the message's header are not in the SMTP") == 2
+    assert "carol@contoso.com" not in caplog.text
+
+
 def test_an_existing_bcc_field_is_merged_not_repeated(
         entra: FakeEntra, graph: FakeGraph, client: GraphClient) -> None:
     """A message with its own Bcc gets one Bcc field holding both its and the envelope's."""
     raw = text_message(bcc="Frank <frank@contoso.com>")
-    client.send(app_token(entra), MAILBOX, io.BytesIO(raw), envelope(BOB, "gina@contoso.com"))
+    client.send(app_token(entra), MAILBOX, io.BytesIO(raw),
+                envelope(BOB, "frank@contoso.com", "gina@contoso.com"))
     delivered = graph.deliveries[0].mime
     assert delivered is not None and delivered.count(b"Bcc:") == 1
     assert graph.deliveries[0].addresses("bcc") == ["frank@contoso.com", "gina@contoso.com"]

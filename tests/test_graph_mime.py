@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.graph.addresses import envelope_only
+from proxy.graph.addresses import EnvelopeFit, envelope_only, fit_to_envelope
 from proxy.graph.draft import UPLOAD_THRESHOLD, BodyTooLarge, plan_draft
 from proxy.graph.mime import LINE_PIECE, MimeError, decoded, leaves, read_head
-from proxy.graph.mime_body import send_mail_body, with_bcc
+from proxy.graph.mime_body import for_envelope, send_mail_body
 from tests.support.graph_setup import scan_message, text_message
 
 
@@ -138,9 +138,45 @@ def test_bcc_field_uses_the_message_line_ends() -> None:
     """A message with bare LF gets its Bcc field with LF too; without extras nothing changes."""
     raw = b"From: a@contoso.com\nTo: b@contoso.com\n\nbody\n"
     head = read_head(io.BytesIO(raw))
-    assert with_bcc(head, []) == (head.raw, len(head.raw))
-    prefix, skip = with_bcc(head, ["c@contoso.com"])
+    assert for_envelope(head, EnvelopeFit()) == (head.raw, len(head.raw))
+    prefix, skip = for_envelope(head, EnvelopeFit(("c@contoso.com",)))
     assert prefix + raw[skip:] == b"Bcc: c@contoso.com\n" + raw
+
+
+def test_header_recipients_the_envelope_leaves_out_are_dropped() -> None:
+    """Only the envelope's recipients stay in To, Cc and Bcc (display names, RFC 2047 words and
+    the line ends kept; a field left empty goes); the other fields and the body are untouched.
+    With the header and the envelope in agreement, nothing changes."""
+    raw = (b"From: a@contoso.com\nTo: Bob <BOB@contoso.com>, =?utf-8?q?Zo=C3=AB?= "
+           b"<zoe@contoso.com>\nCc: jo@contoso.com\nSubject: s\n\nbody\n")
+    head = read_head(io.BytesIO(raw))
+    fit = fit_to_envelope(head.headers, ["bob@contoso.com", "x@contoso.com"])
+    assert fit == EnvelopeFit(("x@contoso.com",), frozenset({"zoe@contoso.com", "jo@contoso.com"}))
+    prefix, skip = for_envelope(head, fit)
+    assert prefix + raw[skip:] == (b"To: Bob <BOB@contoso.com>\nBcc: x@contoso.com\n"
+                                   b"From: a@contoso.com\nSubject: s\n\nbody\n")
+    both = fit_to_envelope(head.headers, ["ZOE@contoso.com", "bob@contoso.com", "jo@contoso.com"])
+    assert both.changes_nothing and for_envelope(head, both) == (head.raw, len(head.raw))
+    zoe = fit_to_envelope(head.headers, ["zoe@contoso.com"])
+    assert for_envelope(head, zoe)[0].startswith(b"To: =?utf-8?q?Zo=C3=AB?= <zoe@contoso.com>\n")
+
+
+def test_a_draft_goes_to_the_envelope_only() -> None:
+    """The draft's recipient lists are fitted to the envelope the same way."""
+    message = EmailMessage()
+    message["From"], message["Cc"] = "a@contoso.com", "d@contoso.com"
+    message["To"] = "b@contoso.com, c@contoso.com"
+    message.set_content("x")
+    raw = message.as_bytes(policy=policy.SMTP)
+    spool = io.BytesIO(raw)
+    head = read_head(spool)
+    fit = fit_to_envelope(head.headers, ["c@contoso.com", "e@contoso.com"])
+    fields = plan_draft(spool, head, leaves(spool), fit).fields
+
+    def listed(kind: str) -> list[str]:
+        return [entry["emailAddress"]["address"] for entry in fields[f"{kind}Recipients"]]
+
+    assert (listed("to"), listed("cc"), listed("bcc")) == (["c@contoso.com"], [], ["e@contoso.com"])
 
 
 def test_envelope_only_ignores_case_and_duplicates() -> None:
@@ -156,7 +192,7 @@ def test_send_mail_body_knows_its_length_and_streams(size: int) -> None:
     """len() is the exact base64 length, and reading in pieces gives the whole message."""
     raw = b"To: a@contoso.com\r\n\r\n" + bytes(i % 251 for i in range(size))
     spool = io.BytesIO(raw)
-    body = send_mail_body(read_head(spool), ["b@contoso.com"], spool, len(raw))
+    body = send_mail_body(read_head(spool), EnvelopeFit(("b@contoso.com",)), spool, len(raw))
     pieces = []
     while piece := body.read(1000):
         assert len(piece) <= 1000
@@ -169,7 +205,8 @@ def test_send_mail_body_knows_its_length_and_streams(size: int) -> None:
 def _plan(message: EmailMessage, extra_bcc: list[str] | None = None) -> tuple:
     raw = message.as_bytes(policy=policy.SMTP)
     spool = io.BytesIO(raw)
-    return plan_draft(spool, read_head(spool), leaves(spool), extra_bcc or []), spool
+    fit = EnvelopeFit(tuple(extra_bcc or ()))
+    return plan_draft(spool, read_head(spool), leaves(spool), fit), spool
 
 
 def test_draft_fields_from_headers() -> None:
@@ -238,8 +275,8 @@ def test_damaged_messages_never_raise_anything_unexpected(seed: bytes,
     spool = io.BytesIO(bytes(raw))
     try:
         head = read_head(spool)
-        envelope_only(head.headers, ["a@contoso.com"])
-        plan = plan_draft(spool, head, leaves(spool), ["b@contoso.com"])
+        fit = fit_to_envelope(head.headers, ["a@contoso.com", "b@contoso.com"])
+        plan = plan_draft(spool, head, leaves(spool), fit)
     except (MimeError, BodyTooLarge):
         return
     body = plan.create_request(spool)

@@ -1,13 +1,17 @@
-"""Addresses in a message's header, and the envelope recipients the header does not name.
+"""Addresses in a message's header, and how they differ from the SMTP envelope.
 
-Graph delivers to the recipients in the message (To, Cc, Bcc), not to an SMTP envelope. A
-recipient given only in RCPT TO (a Bcc the sending program kept out of the header, as SMTP
-allows) would be lost, so those are added as Bcc.
+Graph delivers to the recipients in the message (To, Cc, Bcc), not to an SMTP envelope, while
+in SMTP the envelope alone decides who gets a message. A recipient given only in RCPT TO (a Bcc
+the sending program kept out of the header, as SMTP allows) would be lost, so those are added as
+Bcc. A header recipient the envelope leaves out (a message split into one transaction per
+recipient, or resent to someone new) would get a copy it was not sent, once per transaction, so
+those are left out of the message Graph gets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses
 
@@ -45,3 +49,26 @@ def envelope_only(headers: EmailMessage, recipients: Iterable[str]) -> list[str]
             named.add(recipient.lower())
             missing.append(recipient)
     return missing
+
+
+@dataclass(frozen=True)
+class EnvelopeFit:
+    """What to change in the message's recipients so that Graph delivers to the envelope."""
+
+    extra_bcc: tuple[str, ...] = ()  # envelope recipients the header does not name
+    left_out: frozenset[str] = frozenset()  # header recipients (lower case) not in the envelope
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not self.extra_bcc and not self.left_out
+
+    def keeps(self, address: str) -> bool:
+        return address.lower() not in self.left_out
+
+
+def fit_to_envelope(headers: EmailMessage, recipients: Iterable[str]) -> EnvelopeFit:
+    recipients = list(recipients)
+    wanted = {recipient.lower() for recipient in recipients}
+    named = {address.lower() for field in RECIPIENT_FIELDS
+             for _, address in addresses(headers, field)}
+    return EnvelopeFit(tuple(envelope_only(headers, recipients)), frozenset(named - wanted))

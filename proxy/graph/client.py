@@ -24,7 +24,7 @@ import requests
 
 from ..resources import GRAPH_URL
 from ..urls import secure_or_loopback, service_base_url
-from .addresses import envelope_only, first_address
+from .addresses import EnvelopeFit, first_address, fit_to_envelope
 from .answers import (
     ADD_ATTACHMENT,
     CREATE_DRAFT,
@@ -122,19 +122,23 @@ class _Submission:
                              "accepts", TOO_LARGE)
         head = read_head(self.message)
         self.context = replace(self.context, from_address=first_address(head.headers, "From"))
-        extra_bcc = envelope_only(head.headers, envelope.recipients)
-        if mime_size(head, extra_bcc, self.size) <= MIME_LIMIT:
-            outcome = self.send_mime(head, extra_bcc)
+        fit = fit_to_envelope(head.headers, envelope.recipients)
+        if fit.left_out:
+            log.info("graph: %s: %d recipient(s) in the message's header are not in the SMTP "
+                     "envelope; they are left out, so that only the envelope's recipients get "
+                     "it", self.mailbox, len(fit.left_out))
+        if mime_size(head, fit, self.size) <= MIME_LIMIT:
+            outcome = self.send_mime(head, fit)
             if outcome is not None:
                 return outcome
-        plan = plan_draft(self.message, head, leaves(self.message), extra_bcc)
+        plan = plan_draft(self.message, head, leaves(self.message), fit)
         return self.send_draft(plan)
 
-    def send_mime(self, head: Head, extra_bcc: list[str]) -> Outcome | None:
+    def send_mime(self, head: Head, fit: EnvelopeFit) -> Outcome | None:
         """sendMail with the MIME; None if Graph refused the request as too large.
         MIME_LIMIT keeps the base64 under 4 MB, but Graph's limit is not documented to the byte
         and may be lower where it is counted; the draft's requests are each smaller."""
-        body = send_mail_body(head, extra_bcc, self.message, self.size)
+        body = send_mail_body(head, fit, self.message, self.size)
         answer = self.request("POST", f"{self.user_url}/sendMail", SEND_MAIL, data=body,
                               content_type="text/plain", expect=(202, 400, 413))
         if not isinstance(answer, requests.Response):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import IO, Any
 
-from .addresses import addresses
+from .addresses import EnvelopeFit, addresses
 from .mime import Head, Leaf, decoded, decoded_size
 from .streams import StreamBody, base64_chunks, base64_length
 
@@ -92,15 +92,16 @@ class DraftPlan:
 
 
 def plan_draft(message: IO[bytes], head: Head, leaves: list[Leaf],
-               extra_bcc: list[str]) -> DraftPlan:
+               fit: EnvelopeFit) -> DraftPlan:
     headers = head.headers
     body, consumed = _body(leaves)
     fields: dict[str, Any] = {
         "subject": str(headers.get("Subject", "")),
         "body": _body_json(message, body),
-        "toRecipients": _recipients(headers, "To"),
-        "ccRecipients": _recipients(headers, "Cc"),
-        "bccRecipients": _recipients(headers, "Bcc") + [_recipient("", a) for a in extra_bcc],
+        "toRecipients": _recipients(headers, "To", fit),
+        "ccRecipients": _recipients(headers, "Cc", fit),
+        "bccRecipients": (_recipients(headers, "Bcc", fit)
+                          + [_recipient("", a) for a in fit.extra_bcc]),
         "importance": _importance(headers),
     }
     sender = addresses(headers, "From")[:1]
@@ -185,8 +186,10 @@ def _recipient(name: str, address: str) -> dict[str, Any]:
     return {"emailAddress": email}
 
 
-def _recipients(headers: EmailMessage, field_name: str) -> list[dict[str, Any]]:
-    return [_recipient(name, address) for name, address in addresses(headers, field_name)]
+def _recipients(headers: EmailMessage, field_name: str,
+                fit: EnvelopeFit | None = None) -> list[dict[str, Any]]:
+    return [_recipient(name, address) for name, address in addresses(headers, field_name)
+            if fit is None or fit.keeps(address)]
 
 
 def _importance(headers: EmailMessage) -> str:

@@ -113,6 +113,23 @@ def test_envelope_only_recipient_goes_as_bcc(world: GraphWorld) -> None:
     assert sent.addresses("to") == [BOB] and sent.addresses("bcc") == ["carol@contoso.example"]
 
 
+def test_one_transaction_per_recipient_delivers_each_once(world: GraphWorld) -> None:
+    """A message whose To names two people, sent as one transaction for each (as a relaying
+    MTA may), reaches each of them once: the envelope, not the header, decides."""
+    marker = uuid.uuid4().hex
+    message = EmailMessage()
+    message["From"], message["To"] = SCANNER, f"{BOB}, carol@contoso.example"
+    message["Subject"] = f"Scan {marker}"
+    message.set_content("Scanned.\n")
+    raw = message.as_bytes(policy=policy.SMTP)
+    with _smtp(world) as client:
+        for recipient in (BOB, "carol@contoso.example"):
+            assert client.sendmail(SCANNER, [recipient], raw) == {}
+    sent = _delivered(world, marker)
+    assert sorted(tuple(m.addresses("to") + m.addresses("cc") + m.addresses("bcc"))
+                  for m in sent) == [(BOB,), ("carol@contoso.example",)]
+
+
 def test_pipelined_transaction(world: GraphWorld) -> None:
     """EHLO, AUTH PLAIN, MAIL, RCPT and DATA in one write, then the message and QUIT in
     another: every answer comes back in order, 250 after Graph's 202."""
