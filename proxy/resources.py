@@ -25,6 +25,10 @@ GRAPH_HOSTS = frozenset({"graph.microsoft.com", "graph.microsoft.us", "dod-graph
 GRAPH_URL = "https://graph.microsoft.com"  # without /v1.0
 GRAPH_SEND_SCOPES = ("https://graph.microsoft.com/Mail.Send",
                      "https://graph.microsoft.com/Mail.ReadWrite")
+# A signed-in user sending from another's mailbox (a shared one) needs these instead; they
+# cover the user's own mailbox too, but ask more of the tenant than the ordinary case needs.
+GRAPH_SHARED_SCOPES = ("https://graph.microsoft.com/Mail.Send.Shared",
+                       "https://graph.microsoft.com/Mail.ReadWrite.Shared")
 GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 
 

@@ -101,6 +101,40 @@ def test_default_scopes_cover_every_resource(tmp_path: Path, listeners: str, flo
     assert load(tmp_path, listeners + account).account("alice@contoso.com").scopes == expected
 
 
+SEND_SHARED = "https://graph.microsoft.com/Mail.Send.Shared"
+READ_WRITE_SHARED = "https://graph.microsoft.com/Mail.ReadWrite.Shared"
+
+
+@pytest.mark.parametrize(("listeners", "flow", "mailbox", "expected"), [
+    (GRAPH_LISTENER, "device_code", "shared@contoso.com",
+     (SEND_SHARED, READ_WRITE_SHARED, "offline_access")),
+    (LISTENER + GRAPH_LISTENER, "auth_code", "Shared@Contoso.com",
+     (IMAP_SCOPE, SEND_SHARED, READ_WRITE_SHARED, "offline_access")),
+    (GRAPH_LISTENER, "device_code", "Alice@Contoso.COM", (SEND, READ_WRITE, "offline_access")),
+    (GRAPH_LISTENER, "client_credentials", "shared@contoso.com", (GRAPH_APP_SCOPE,)),
+    (LISTENER, "device_code", "shared@contoso.com", (IMAP_SCOPE, "offline_access")),
+])
+def test_default_scopes_for_a_shared_mailbox(tmp_path: Path, listeners: str, flow: str,
+                                             mailbox: str, expected: tuple[str, ...]) -> None:
+    """A user signing in for a mailbox not the user's own (compared without case) gets Graph's
+    Mail.Send.Shared and Mail.ReadWrite.Shared by default: Graph refuses a delegated Mail.Send
+    for another mailbox. Client credentials keep .default; Exchange's scopes do not change."""
+    account = ACCOUNT.replace('"device_code"', f'"{flow}"') + f'mailbox = "{mailbox}"\n'
+    if flow == "client_credentials":
+        account += 'client_secret = "x"\n'
+    loaded = load(tmp_path, listeners + account).account("alice@contoso.com")
+    assert loaded.scopes == expected
+    shared = mailbox.lower() != "alice@contoso.com" and flow != "client_credentials"
+    assert loaded.delegate == ("alice@contoso.com" if shared else None)
+
+
+def test_explicit_scopes_stay_as_given_for_a_shared_mailbox(tmp_path: Path) -> None:
+    """Scopes set in the config are used as they are, whatever the mailbox."""
+    text = (GRAPH_LISTENER + ACCOUNT + 'mailbox = "shared@contoso.com"\n'
+            f'scopes = ["{SEND}", "offline_access"]\n')
+    assert load(tmp_path, text).account("alice@contoso.com").scopes == (SEND, "offline_access")
+
+
 def test_explicit_scopes_must_name_graph_for_a_graph_listener(tmp_path: Path) -> None:
     """Scopes without a Graph scope on a config with a Graph listener: an error naming the
     service and a scope to add, instead of a failure at the first scan."""

@@ -137,8 +137,8 @@ def test_json_send_mail_records_fields_and_attachments(entra: FakeEntra, graph: 
 
 
 class DraftCalls:
-    def __init__(self, graph: FakeGraph, token: str) -> None:
-        self.base = f"{graph.url}/v1.0/users/{MAILBOX}/messages"
+    def __init__(self, graph: FakeGraph, token: str, mailbox: str = MAILBOX) -> None:
+        self.base = f"{graph.url}/v1.0/users/{mailbox}/messages"
         self.auth = {"Authorization": f"Bearer {token}"}
 
     def create(self) -> str:
@@ -210,3 +210,57 @@ def test_fail_next_by_step_and_retry_after(entra: FakeEntra, graph: FakeGraph) -
         graph.fail_next(1, "gremlins")
     with pytest.raises(ValueError):
         graph.fail_next(1, "503", step="nowhere")
+
+
+SHARED = "shared@contoso.com"
+ALICE = "alice@contoso.com"
+
+
+def user_token(graph: FakeGraph, *scp: str, user: str = ALICE) -> str:
+    return mint_graph_token(graph.token_key, tenant="t", client_id="c", now=time.time(),
+                            lifetime=600, mailbox=user, scp=list(scp))
+
+
+def test_a_user_sends_from_a_shared_mailbox_with_every_grant(graph: FakeGraph) -> None:
+    """A delegated token for another's mailbox needs Mail.Send.Shared (Mail.Send is for the
+    user's own) and Full Access there, else 403 ErrorAccessDenied; then Send As on the From
+    address, else 403 ErrorSendAsDenied. With all three it lands in the shared Sent Items."""
+    graph.add_mailbox(SHARED)
+    mime = text_message(sender=SHARED)
+    denied = send_mail(graph, user_token(graph, "Mail.Send"), mime, mailbox=SHARED)
+    assert denied.status_code == 403 and error_of(denied)["code"] == "ErrorAccessDenied"
+    token = user_token(graph, "Mail.Send.Shared")
+    no_access = send_mail(graph, token, mime, mailbox=SHARED)
+    assert no_access.status_code == 403 and error_of(no_access)["code"] == "ErrorAccessDenied"
+    graph.grant_full_access(SHARED, ALICE.upper())
+    no_send_as = send_mail(graph, token, mime, mailbox=SHARED)
+    assert no_send_as.status_code == 403 and error_of(no_send_as)["code"] == "ErrorSendAsDenied"
+    graph.grant_send_as(SHARED, ALICE)
+    assert send_mail(graph, token, mime, mailbox=SHARED).status_code == 202
+    assert graph.sent_items(SHARED) == graph.deliveries and graph.deliveries[0].mime == mime
+
+
+def test_shared_permissions_cover_the_users_own_mailbox(graph: FakeGraph) -> None:
+    """Mail.Send.Shared also sends from the user's own mailbox, as Graph documents."""
+    graph.add_mailbox(ALICE)
+    answer = send_mail(graph, user_token(graph, "Mail.Send.Shared"), text_message(sender=ALICE),
+                       mailbox=ALICE)
+    assert answer.status_code == 202
+
+
+def test_drafts_in_a_shared_mailbox_need_mail_read_write_shared(graph: FakeGraph) -> None:
+    """Drafts in another's mailbox need Mail.ReadWrite.Shared (Mail.ReadWrite is not enough)
+    and Full Access; sending the draft (without a From: it is the mailbox's) needs Send As
+    like sendMail."""
+    graph.add_mailbox(SHARED)
+    graph.grant_full_access(SHARED, ALICE)
+    plain = DraftCalls(graph, user_token(graph, "Mail.Send.Shared", "Mail.ReadWrite"), SHARED)
+    assert http.post(plain.base, json={}, headers=plain.auth, timeout=5).status_code == 403
+    calls = DraftCalls(graph, user_token(graph, "Mail.Send.Shared", "Mail.ReadWrite.Shared"),
+                       SHARED)
+    draft = calls.create()
+    refused = http.post(f"{calls.base}/{draft}/send", headers=calls.auth, timeout=5)
+    assert refused.status_code == 403 and error_of(refused)["code"] == "ErrorSendAsDenied"
+    graph.grant_send_as(SHARED, ALICE)
+    sent = http.post(f"{calls.base}/{draft}/send", headers=calls.auth, timeout=5)
+    assert sent.status_code == 202 and graph.sent_items(SHARED)

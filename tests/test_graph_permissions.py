@@ -105,3 +105,62 @@ def test_a_token_for_another_resource_is_named() -> None:
 def test_unreadable_tokens(token: str) -> None:
     """Anything but a JWT with a JSON object payload gives None."""
     assert read_grant(token) is None
+
+
+SHARED = "shared@contoso.com"
+ALICE = "alice@contoso.com"
+SEND_AS = f"Add-RecipientPermission -Identity {SHARED} -Trustee {ALICE} -AccessRights SendAs"
+
+
+def user_grant(*scp: str) -> str:
+    return mint_graph_token(b"k" * 32, tenant="t", client_id=APP_ID, now=0, lifetime=60,
+                            mailbox=ALICE, scp=list(scp))
+
+
+@pytest.mark.parametrize(("scp", "verdict", "words"), [
+    (("Mail.Send", "Mail.ReadWrite"), "FAILED",
+     "no Mail.Send.Shared permission (it has Mail.Send, which covers alice@contoso.com's own "
+     "mailbox only)"),
+    ((), "FAILED", "add the delegated Graph permissions Mail.Send.Shared and "
+                   "Mail.ReadWrite.Shared (for messages over about 3 MB) to the app registration, "
+                   "grant admin consent"),
+    (("Mail.Send.Shared",), "ok", "messages up to about 3 MB; larger ones need the delegated "
+                                  "Graph permission Mail.ReadWrite.Shared"),
+    (("Mail.Send.Shared", "Mail.ReadWrite.Shared"), "ok", "messages of any size"),
+])
+def test_a_users_token_for_a_shared_mailbox(scp: tuple[str, ...], verdict: str,
+                                             words: str) -> None:
+    """For another's mailbox only the .Shared permissions count; the explanation names them,
+    and the Full Access and Send As the user needs in Exchange, which no token shows."""
+    grant = read_grant(user_grant(*scp), delegate=ALICE)
+    assert grant is not None and grant.verdict == verdict
+    text = grant.explain(SHARED)
+    assert words in text and SEND_AS in text, text
+    assert f"Add-MailboxPermission -Identity {SHARED} -User {ALICE} -AccessRights FullAccess" \
+        in text
+
+
+def test_shared_permissions_cover_the_users_own_mailbox() -> None:
+    """Mail.Send.Shared alone is enough for the user's own mailbox (no delegate)."""
+    grant = read_grant(user_grant("Mail.Send.Shared", "Mail.ReadWrite.Shared"))
+    assert grant is not None and grant.verdict == "ok"
+    assert "of any size" in grant.explain(ALICE) and "Send As" not in grant.explain(ALICE)
+
+
+def test_an_app_only_token_needs_no_shared_permission(entra: FakeEntra) -> None:
+    """Client credentials send for any mailbox with Mail.Send: a delegate changes nothing."""
+    grant = read_grant(app_token(entra, roles=("Mail.Send", "Mail.ReadWrite")), delegate=ALICE)
+    assert grant is not None and grant.verdict == "ok" and "Shared" not in grant.explain(SHARED)
+
+
+def test_account_check_fails_a_shared_mailbox_without_mail_send_shared() -> None:
+    """`account check` knows from the grant that its user signs in for another's mailbox."""
+    token = user_grant("Mail.Send", "Mail.ReadWrite")
+    listener = ListenerConfig("smtp", "tcp:1587", "graph")
+    failures: list[str] = []
+    out = io.StringIO()
+    grant = Grant(SHARED, token, fresh=True, username=ALICE, delegate=ALICE)
+    _check_graph(listener, grant, failures, out)
+    assert out.getvalue().startswith("smtp graph (https://graph.microsoft.com): FAILED: The "
+                                      "token has no Mail.Send.Shared permission")
+    assert failures and SEND_AS in out.getvalue()

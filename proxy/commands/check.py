@@ -1,8 +1,8 @@
 """`xoauth2-proxy account check USER`: a token per service the listeners need, upstream login and
 a harmless command on every relaying listener's upstream, and for Graph listeners what the Graph
-token allows (Mail.Send; Mail.ReadWrite for large messages), with a plain verdict per step. An
-app-only token without Mail.Send gets a note, not a failure: Exchange RBAC for Applications grants
-it outside the token."""
+token allows (Mail.Send; Mail.ReadWrite for large messages; Mail.Send.Shared for a user's token
+used for a shared mailbox), with a plain verdict per step. An app-only token without Mail.Send
+gets a note, not a failure: Exchange RBAC for Applications grants it outside the token."""
 
 from __future__ import annotations
 
@@ -56,9 +56,10 @@ async def _check_listener(
 def _check_graph(listener: ListenerConfig, grant: Grant, failures: list[str],
                  out: TextIO) -> None:
     """What the Graph token allows, from its own claims: Mail.Send is needed for every
-    message, Mail.ReadWrite for those over about 3 MB."""
+    message, Mail.ReadWrite for those over about 3 MB (their .Shared forms when a user signs
+    in for another's mailbox)."""
     label = f"smtp graph ({listener.graph_url})"
-    permissions = read_grant(grant.access_token)
+    permissions = read_grant(grant.access_token, grant.delegate)
     if permissions is None:
         failures.append(label)
         out.write(f"{label}: FAILED: the access token is not a JWT; its permissions are "

@@ -123,6 +123,11 @@ class AccountConfig:
     certificate: Path | None = None
     private_key: Path | None = None
 
+    @property
+    def delegate(self) -> str | None:
+        """The user who signs in for another's mailbox (see delegate_of)."""
+        return delegate_of(self.flow, self.username, self.mailbox)
+
     def read_client_secret(self) -> str:
         """The client secret, from the config or from its file (read when needed)."""
         if self.client_secret is not None:
@@ -196,6 +201,15 @@ class Config:
             raise ConfigError(
                 f"{self.path}: no [[account]] with username = {username!r}"
             ) from None
+
+
+def delegate_of(flow: str, username: str, mailbox: str) -> str | None:
+    """`username` when a user signs in (a delegated flow) for a mailbox not the user's own, e.g.
+    a shared one: Microsoft Graph then wants the .Shared permissions, and Exchange a Send As
+    grant. None for the user's own mailbox and for client credentials (nobody signs in)."""
+    if flow == "client_credentials" or mailbox.lower() == username.lower():
+        return None
+    return username
 
 
 def default_config_path() -> Path:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
-from ..resources import GRAPH, GRAPH_APP_SCOPE, GRAPH_SEND_SCOPES, NAMES, resources_in
+from ..resources import (
+    GRAPH,
+    GRAPH_APP_SCOPE,
+    GRAPH_SEND_SCOPES,
+    GRAPH_SHARED_SCOPES,
+    NAMES,
+    resources_in,
+)
 from ..urls import secure_or_loopback, service_base_url
 from .endpoints import client_endpoint, server_endpoint
 from .model import (
@@ -40,6 +47,7 @@ from .model import (
     Network,
     StoreConfig,
     default_store_path,
+    delegate_of,
 )
 
 if sys.version_info >= (3, 11):
@@ -238,9 +246,10 @@ class _Reader:
         username = self.required(item, "username", where, str)
         where = f"[[account]] {username!r}"
         flow = self.choice(item, "flow", where, FLOWS)
+        mailbox = self.optional(item, "mailbox", where, self.as_str) or username
         scopes = self.optional(item, "scopes", where, self.strings)
         if not scopes:
-            scopes = _default_scopes(flow, listeners)
+            scopes = _default_scopes(flow, listeners, delegate_of(flow, username, mailbox))
         self.scopes_cover(where, scopes, listeners)
         authority = self.optional(item, "authority", where, self.as_str) or DEFAULT_AUTHORITY
         if not secure_or_loopback(authority):
@@ -250,7 +259,7 @@ class _Reader:
             tenant=self.required(item, "tenant", where, str),
             client_id=self.required(item, "client_id", where, str),
             flow=flow,
-            mailbox=self.optional(item, "mailbox", where, self.as_str) or username,
+            mailbox=mailbox,
             scopes=tuple(scopes),
             authority=authority.rstrip("/"),
             redirect_uri=self.optional(item, "redirect_uri", where, self.as_str),
@@ -370,12 +379,15 @@ class _Reader:
             )
 
 
-def _default_scopes(flow: str, listeners: tuple[ListenerConfig, ...]) -> list[str]:
+def _default_scopes(flow: str, listeners: tuple[ListenerConfig, ...],
+                    delegate: str | None) -> list[str]:
     """What the listeners need: per relaying protocol its Exchange scope (client credentials:
-    Exchange's .default), for Graph listeners Mail.Send and Mail.ReadWrite (.default)."""
+    Exchange's .default), for Graph listeners Mail.Send and Mail.ReadWrite (.default; their
+    .Shared forms when a user signs in for another's mailbox)."""
     relayed = {listener.protocol for listener in listeners if not listener.sends_through_graph}
     graph = any(listener.sends_through_graph for listener in listeners)
     if flow == "client_credentials":
         return [APP_ONLY_SCOPE] * bool(relayed) + [GRAPH_APP_SCOPE] * graph
     delegated = [DELEGATED_SCOPES[p] for p in PROTOCOLS if p in relayed]
-    return delegated + list(GRAPH_SEND_SCOPES) * graph + ["offline_access"]
+    send = GRAPH_SHARED_SCOPES if delegate else GRAPH_SEND_SCOPES
+    return delegated + list(send) * graph + ["offline_access"]

@@ -60,7 +60,7 @@ class GraphSender:
 
     def _send(self, grant: Grant, message: MessageSpool, envelope: Envelope) -> Deferred[Outcome]:
         return self._run(lambda: self.client.send(grant.access_token, grant.mailbox,
-                                                  message.reader(), envelope))
+                                                  message.reader(), envelope, grant.delegate))
 
 
 def _no_token(error: ProxyError) -> Temporary:

@@ -3,7 +3,9 @@
 Graph answers errors as `{"error": {"code": ..., "message": ..., "innerError": {"request-id":
 ..., "date": ...}}}`. What the device is told depends on the code, the HTTP status and the step
 that failed: a 403 on sendMail means the app lacks Mail.Send, while a 403 while creating a draft
-or an upload session means it lacks Mail.ReadWrite, which only messages over about 3 MB need.
+or an upload session means it lacks Mail.ReadWrite, which only messages over about 3 MB need. A
+user signed in for another's (shared) mailbox needs their .Shared forms, and Exchange's Full
+Access and Send As on that mailbox: the reason then names the user.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ MESSAGE_LIMIT = 200  # characters of Graph's own message quoted in a reason
 
 @dataclass(frozen=True)
 class Context:
-    """What a reason names: the account's mailbox and the message's From address."""
+    """What a reason names: the account's mailbox, the message's From address, and the user
+    who signs in for that mailbox when it is not the user's own (a shared mailbox)."""
 
     mailbox: str
     from_address: str | None = None
+    delegate: str | None = None
 
 
 def graph_error(response: requests.Response) -> tuple[str | None, str, str | None]:
@@ -120,10 +124,7 @@ def answer_outcome(response: requests.Response, step: str, context: Context,
         return permanent(f"the message is larger than Microsoft 365 accepts for {mailbox}",
                          TOO_LARGE)
     if code == "ErrorSendAsDenied":
-        sender = context.from_address or "the From address"
-        return permanent(f"Microsoft 365 does not let {mailbox} send as {sender}: set the "
-                         f"device's sender (From) address to {mailbox}, or grant {mailbox} "
-                         f"Send As permission on {sender}", SEND_AS_DENIED)
+        return permanent(_send_as_denied(context), SEND_AS_DENIED)
     if code == "ErrorInvalidRecipients":
         return permanent(f"Microsoft 365 refused the recipients{said}", BAD_RECIPIENT)
     if code in ("MailboxNotEnabledForRESTAPI", "MailboxNotSupportedForRESTAPI"):
@@ -131,12 +132,25 @@ def answer_outcome(response: requests.Response, step: str, context: Context,
                          "may be on-premises, inactive or without an Exchange Online licence)",
                          BAD_SENDER_MAILBOX)
     if status == 403 or code == "ErrorAccessDenied":
+        user = context.delegate
+        if step in DRAFT_STEPS and user:
+            return permanent(f"messages over about 3 MB from {mailbox} need the delegated "
+                             "Microsoft Graph permission Mail.ReadWrite.Shared and Full Access "
+                             f"to {mailbox} for {user} (smaller messages need only "
+                             "Mail.Send.Shared)", TOO_LARGE)
         if step in DRAFT_STEPS:
             return permanent(f"messages over about 3 MB need the Microsoft Graph permission "
                              f"Mail.ReadWrite for {mailbox}, which the app lacks: add it (smaller "
                              "messages need only Mail.Send)", TOO_LARGE)
+        if user:
+            return permanent(f"{user} may not send from {mailbox}: the app needs the delegated "
+                             "Microsoft Graph permission Mail.Send.Shared (admin consent), and "
+                             f"{user} Full Access and Send As on {mailbox} in Exchange "
+                             f"(Add-RecipientPermission -Identity {mailbox} -Trustee {user} "
+                             "-AccessRights SendAs)", NOT_AUTHORISED)
         return permanent(f"the app may not send mail as {mailbox}: grant it the Microsoft "
-                         "Graph permission Mail.Send (for app-only access, also include the "
+                         "Graph permission Mail.Send (Mail.Send.Shared when a signed-in user "
+                         "sends from a shared mailbox; for app-only access, also include the "
                          "mailbox in its Exchange RBAC scope or application access policy)",
                          NOT_AUTHORISED)
     if status == 404 and step in (SEND_MAIL, CREATE_DRAFT):
@@ -153,6 +167,23 @@ def answer_outcome(response: requests.Response, step: str, context: Context,
     # Anything else (a redirect, 404 half-way, 409) is not the message's fault: nothing is lost
     # by having the device try again.
     return temporary(f"Microsoft Graph answered HTTP {status} at {step}{said}; try again later")
+
+
+def _send_as_denied(context: Context) -> str:
+    """Who may not send as whom: the signed-in user, when sending from another's mailbox (Send
+    As is granted to that user), else the account's mailbox."""
+    mailbox, user = context.mailbox, context.delegate
+    sender = context.from_address or "the From address"
+    if user is None:
+        return (f"Microsoft 365 does not let {mailbox} send as {sender}: set the device's "
+                f"sender (From) address to {mailbox}, or grant {mailbox} Send As permission on "
+                f"{sender}")
+    identity = sender if context.from_address else mailbox
+    other = ("" if identity.lower() == mailbox.lower()
+             else f" (or set the From address to {mailbox})")
+    return (f"Microsoft 365 does not let {user} send as {identity}: grant {user} Send As on "
+            f"it in Exchange (Add-RecipientPermission -Identity {identity} -Trustee {user} "
+            f"-AccessRights SendAs){other}")
 
 
 def network_outcome(error: requests.RequestException, step: str, host: str) -> Temporary:

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
@@ -82,12 +82,15 @@ class GraphClient:
         self.timeout = timeout
 
     def send(self, access_token: str, mailbox: str, message: IO[bytes],
-             envelope: Envelope) -> Outcome:
-        """Submit the message for `mailbox`. The spool is read from its start, so after a
-        TokenRefused the caller refreshes the token and calls send again with the same spool."""
+             envelope: Envelope, delegate: str | None = None) -> Outcome:
+        """Submit the message for `mailbox`; `delegate` is the signed-in user when that is not
+        the user's own mailbox (it names who lacks what in a refusal). The spool is read from
+        its start, so after a TokenRefused the caller refreshes the token and calls send again
+        with the same spool."""
         message.seek(0, 2)
         size = message.tell()
-        submission = _Submission(self, access_token, mailbox, message, size)
+        submission = _Submission(self, access_token, Context(mailbox, delegate=delegate),
+                                 message, size)
         try:
             outcome = submission.run(envelope)
         except (MimeError, BodyTooLarge) as e:
@@ -102,23 +105,23 @@ class GraphClient:
 class _Submission:
     """One call of GraphClient.send."""
 
-    def __init__(self, client: GraphClient, token: str, mailbox: str, message: IO[bytes],
+    def __init__(self, client: GraphClient, token: str, context: Context, message: IO[bytes],
                  size: int) -> None:
         self.client = client
         self.token = token
-        self.mailbox = mailbox
+        self.mailbox = context.mailbox
         self.message = message
         self.size = size
         self.request_id = str(uuid.uuid4())  # sent as client-request-id: Graph logs it too
-        self.user_url = f"{client.base}/v1.0/users/{quote(mailbox, safe='@')}"
-        self.context = Context(mailbox)
+        self.user_url = f"{client.base}/v1.0/users/{quote(self.mailbox, safe='@')}"
+        self.context = context
 
     def run(self, envelope: Envelope) -> Outcome:
         if self.size > MAX_MESSAGE:
             return Permanent(f"the message is over the {MAX_MESSAGE // 2**20} MB Microsoft 365 "
                              "accepts", TOO_LARGE)
         head = read_head(self.message)
-        self.context = Context(self.mailbox, first_address(head.headers, "From"))
+        self.context = replace(self.context, from_address=first_address(head.headers, "From"))
         fit = fit_to_envelope(head.headers, envelope.recipients)
         if fit.left_out:
             log.info("graph: %s: %d recipient(s) in the message's header are not in the SMTP "

@@ -91,6 +91,7 @@ class Grant:
     # What `renew` needs instead of the password: the key the login unlocked the record with.
     key: UnlockKey | None = field(default=None, repr=False, compare=False)
     expires_at: float | None = None
+    delegate: str | None = None  # the user signed in for another's mailbox (AccountConfig)
 
 
 @dataclass
@@ -275,7 +276,7 @@ class TokenBroker:
         token = unlocked.secrets.token_for(resource)
         assert token is not None
         return Grant(account.mailbox, token.token, fresh, account.username, resource,
-                     unlocked.key, token.expires_at)
+                     unlocked.key, token.expires_at, account.delegate)
 
     async def _unlock(self, account: AccountConfig, password: str) -> _Unlocked:
         name = account.username.lower()

@@ -1,14 +1,16 @@
 """A local fake of the Microsoft Graph endpoints that send mail, served over real HTTP on 127.0.0.1.
 
 It checks what Graph checks, the way Graph answers: the bearer token (signature, expiry, audience,
-Mail.Send for sending, Mail.ReadWrite for drafts and uploads, a delegated token only for its own
-mailbox), the 4 MiB request limit (413, or with `too_large_as_400` the 400 Graph has also been
-seen to answer; `send_mail_limit` lowers it for sendMail), the mailbox
+Mail.Send for sending, Mail.ReadWrite for drafts and uploads; for a user's token on another's
+mailbox, a shared one, only Mail.Send.Shared and Mail.ReadWrite.Shared, and only with Full Access
+there, `grant_full_access`), the 4 MiB request limit (413, or with `too_large_as_400` the 400
+Graph has also been seen to answer; `send_mail_limit` lowers it for sendMail), the mailbox
 (unknown: 404 ErrorInvalidUser; not on Exchange Online: MailboxNotEnabledForRESTAPI), the From
-address (ErrorSendAsDenied), the recipients (ErrorInvalidRecipients), upload sessions (at least
-2 MiB, sequential Content-Range pieces of at most 4 MiB, no Authorization header on the
-pre-authenticated URL). Errors come in
-Graph's JSON with a request-id. `fail_next()` injects throttling, outages and refusals.
+address (ErrorSendAsDenied unless the sender, the signed-in user for a delegated token, is it or
+has Send As on it, `grant_send_as`), the recipients (ErrorInvalidRecipients), upload sessions (at
+least 2 MiB, sequential Content-Range pieces of at most 4 MiB, no Authorization header on the
+pre-authenticated URL). Errors come in Graph's JSON with a request-id. `fail_next()` injects
+throttling, outages and refusals.
 
 What was sent is kept for tests to compare byte for byte: `deliveries` (the MIME as received, or
 the draft's fields and attachment bytes), `sent_items()` (the copy in Sent Items), `drafts()`.
@@ -53,6 +55,7 @@ __all__ = ["REQUEST_LIMIT", "UPLOAD_MINIMUM", "Attachment", "FakeGraph", "Messag
 UPLOAD_MINIMUM = 2 * 1024 * 1024  # createUploadSession refuses smaller attachments
 SEND = "Mail.Send"
 READ_WRITE = "Mail.ReadWrite"
+SHARED = ".Shared"  # the delegated permissions for mailboxes other than the user's own
 
 
 @dataclass
@@ -101,7 +104,7 @@ class UploadSession:
 class Mailbox:
     address: str
     rest_enabled: bool = True
-    send_as: set[str] = field(default_factory=set)
+    full_access: set[str] = field(default_factory=set)  # users who may open it (delegates)
 
 
 class FakeGraph(LocalService):
@@ -131,6 +134,7 @@ class FakeGraph(LocalService):
         self._revoked: set[str] = set()
         self._seen: set[str] = set()  # ids of the tokens presented so far
         self._app_scopes: dict[str, set[str]] = {}
+        self._send_as: dict[str, set[str]] = {}  # who -> the addresses it may send as
         self._failures: collections.deque[tuple[str | None, str]] = collections.deque()
         self.deliveries: list[Message] = []
         self.requests: list[Request] = []
@@ -142,8 +146,18 @@ class FakeGraph(LocalService):
                     send_as: tuple[str, ...] = ()) -> None:
         """A mailbox Graph knows; it may send as itself and as the `send_as` addresses."""
         with self._lock:
-            self._mailboxes[address.lower()] = Mailbox(address, rest_enabled,
-                                                       {a.lower() for a in send_as})
+            self._mailboxes[address.lower()] = Mailbox(address, rest_enabled)
+            self._send_as[address.lower()] = {a.lower() for a in send_as}
+
+    def grant_full_access(self, mailbox: str, user: str) -> None:
+        """`user` may open `mailbox` (Add-MailboxPermission -AccessRights FullAccess)."""
+        with self._lock:
+            self._mailboxes[mailbox.lower()].full_access.add(user.lower())
+
+    def grant_send_as(self, mailbox: str, user: str) -> None:
+        """`user` may send as `mailbox` (Add-RecipientPermission -AccessRights SendAs)."""
+        with self._lock:
+            self._send_as.setdefault(user.lower(), set()).add(mailbox.lower())
 
     def restrict_app(self, client_id: str, mailboxes: list[str]) -> None:
         """App-only tokens of `client_id` may use these mailboxes only (Exchange RBAC)."""
@@ -212,16 +226,25 @@ class FakeGraph(LocalService):
         if box is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{mailbox}' is "
                              "invalid.")
-        scope = self._app_scopes.get(caller.client_id)
-        if (permission not in caller.permissions
-                or (caller.mailbox is not None and caller.mailbox.lower() != mailbox.lower())
-                or (caller.mailbox is None and scope is not None and mailbox.lower() not in scope)):
+        if not self._allowed(caller, box, permission):
             raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and "
                              "try again.")
         if not box.rest_enabled:
             code, message = FAILURES["not_rest_enabled"][1:]
             raise GraphError(404, code, message)
         return caller
+
+    def _allowed(self, caller: GraphCaller, box: Mailbox, permission: str) -> bool:
+        """App-only: the role, in the app's Exchange scope if any. A user: the permission or its
+        .Shared form for the user's own mailbox; for another's, the .Shared form and Full Access."""
+        if caller.mailbox is None:
+            scope = self._app_scopes.get(caller.client_id)
+            return permission in caller.permissions and (
+                scope is None or box.address.lower() in scope)
+        user = caller.mailbox.lower()
+        if permission + SHARED not in caller.permissions:
+            return user == box.address.lower() and permission in caller.permissions
+        return user == box.address.lower() or user in box.full_access
 
     def _message(self, mailbox: str, message_id: str) -> Message:
         message = self._messages.get(message_id)
@@ -230,11 +253,12 @@ class FakeGraph(LocalService):
                              "the store.")
         return message
 
-    def _deliver(self, message: Message) -> None:
-        """Checks Exchange makes when a message is submitted; then it is sent."""
-        box = self._mailboxes[message.mailbox.lower()]
-        for sender in message.addresses("from"):
-            if sender.lower() not in {box.address.lower(), *box.send_as}:
+    def _deliver(self, message: Message, caller: GraphCaller) -> None:
+        """Checks Exchange makes when a message is submitted; then it is sent. The sender is the
+        signed-in user of a delegated token, else the mailbox; no From means the mailbox's."""
+        who = (caller.mailbox or message.mailbox).lower()
+        for sender in message.addresses("from") or [message.mailbox]:
+            if sender.lower() not in {who, *self._send_as.get(who, ())}:
                 code, text = FAILURES["send_as_denied"][1:]
                 raise GraphError(403, code, text)
         recipients = [a for kind in ("to", "cc", "bcc") for a in message.addresses(kind)]
@@ -259,13 +283,13 @@ class FakeGraph(LocalService):
             mailbox, rest = unquote(path[2]), path[3:]
             auth = headers.get("authorization")
             if rest == ["sendMail"]:
-                self._caller(auth, mailbox, SEND)
-                self._deliver(self._received(mailbox, headers, body))
+                caller = self._caller(auth, mailbox, SEND)
+                self._deliver(self._received(mailbox, headers, body), caller)
                 return 202, None, {}
             if rest[-1:] == ["send"]:
-                self._caller(auth, mailbox, SEND)
+                caller = self._caller(auth, mailbox, SEND)
                 draft = self._message(mailbox, rest[1])
-                self._deliver(draft)
+                self._deliver(draft, caller)
                 return 202, None, {}
             self._caller(auth, mailbox, READ_WRITE)
             if rest == ["messages"]:
