@@ -48,15 +48,26 @@ def test_a_record_from_before_shows_its_one_expiry_for_each() -> None:
     assert [t.expires_at for t in tokens_by_resource(ACCOUNT, None)] == [None, None]
 
 
-def test_the_overview_page_shows_both_expiries() -> None:
-    meta = _meta(access_expires_at=EXCHANGE_FIRST,
-                 access_expiries={OUTLOOK: EXCHANGE_FIRST, GRAPH: GRAPH_LATER})
+def _page(meta: AccountMeta) -> str:
     row = AccountRow(ACCOUNT, AccountState("valid", "valid"), tokens_by_resource(ACCOUNT, meta),
                      None)
     view = RuntimeView("config.toml", "store", None, False, (), (), 0, (ALICE,), None)
     pages: list[bytes] = []
     Deferred.fromCoroutine(overview_page(Overview(view, (row,), (), ()), None)).addCallback(
         pages.append)
-    page = pages[0].decode()
+    return pages[0].decode()
+
+
+def test_the_overview_page_shows_both_expiries() -> None:
+    page = _page(_meta(access_expires_at=EXCHANGE_FIRST,
+                       access_expiries={OUTLOOK: EXCHANGE_FIRST, GRAPH: GRAPH_LATER}))
     assert f"{NAMES[OUTLOOK]}</code>: until {local_time(EXCHANGE_FIRST)}" in page
+    assert f"{NAMES[GRAPH]}</code>: until {local_time(GRAPH_LATER)}" in page
+
+
+def test_a_token_that_has_expired_says_so() -> None:
+    """Not "until" a time gone by: the next login fetches a new one."""
+    past = 1_700_000_000.0
+    page = _page(_meta(access_expires_at=past, access_expiries={OUTLOOK: past, GRAPH: GRAPH_LATER}))
+    assert f"{NAMES[OUTLOOK]}</code>: expired {local_time(past)}" in page
     assert f"{NAMES[GRAPH]}</code>: until {local_time(GRAPH_LATER)}" in page

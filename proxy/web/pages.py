@@ -73,8 +73,7 @@ def _account_row(row: AccountRow) -> list[Child]:
     state: list[Child] = [tags.span(row.state.words, class_=f"state-{row.state.label}")]
     if row.state.detail:
         state.append(tags.small(row.state.detail))
-    tokens = [tags.div(tags.code(token.resource), ": ",
-                       f"until {local_time(token.expires_at)}" if token.expires_at else "none")
+    tokens = [tags.div(tags.code(token.resource), ": ", _expiry(token.expires_at))
               for token in row.tokens]
     last = row.last_login
     login: Child = (
@@ -84,6 +83,13 @@ def _account_row(row: AccountRow) -> list[Child]:
     link = tags.a(action, href=authorise_link(account.username),
                   class_="button" if row.state.needs_authorisation else "")
     return [who, account.flow, state, tokens, login, link]
+
+
+def _expiry(expires_at: float | None) -> str:
+    if expires_at is None:
+        return "none"
+    # An expired token is no fault: the next login fetches a new one.
+    return f"{'until' if expires_at > time.time() else 'expired'} {local_time(expires_at)}"
 
 
 def _listener_row(row: ListenerRow) -> list[Child]:
