@@ -23,8 +23,7 @@ from proxy.store import FileStore
 from proxy.web.authorise import Authorisations, Flow
 from proxy.web.flow_pages import device_code_page
 from tests.support.fake_entra import FakeEntra
-from tests.support.flows import account_block
-from tests.support.ports import free_port
+from tests.support.flows import account_block, imap_and_graph_config
 from tests.support.world import TENANT
 
 USER = "dana@contoso.example"
@@ -63,25 +62,8 @@ def entra() -> Iterator[FakeEntra]:
 
 def account(tmp_path: Path, entra: FakeEntra, flow: str) -> AccountConfig:
     """An account serving IMAP (Exchange Online) and an SMTP listener sending through Graph."""
-    dead = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[store]
-path = "{tmp_path / 'store'}"
-
-[[listener]]
-protocol = "imap"
-listen = "tcp:{free_port()}"
-upstream = "tls:127.0.0.1:{dead}"
-
-[[listener]]
-protocol = "smtp"
-listen = "tcp:{free_port()}"
-upstream = "graph"
-graph_url = "http://127.0.0.1:{dead}"
-
-""" + account_block(USER, "app-dana", flow, entra.authority))
-    return load_config(path).account(USER)
+    block = account_block(USER, "app-dana", flow, entra.authority)
+    return load_config(imap_and_graph_config(tmp_path, block)).account(USER)
 
 
 class Page:
