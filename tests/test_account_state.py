@@ -27,6 +27,7 @@ def _meta(access_expires_at: float, access_expiries: dict[str, float] | None = N
 
 
 def test_each_resource_shows_its_own_expiry() -> None:
+    """Exchange's and Graph's tokens each show their own expiry, not the earliest for both."""
     meta = _meta(access_expires_at=EXCHANGE_FIRST,
                  access_expiries={OUTLOOK: EXCHANGE_FIRST, GRAPH: GRAPH_LATER})
     assert tokens_by_resource(ACCOUNT, meta) == (
@@ -59,6 +60,7 @@ def _page(meta: AccountMeta) -> str:
 
 
 def test_the_overview_page_shows_both_expiries() -> None:
+    """The Tokens column of the page renders each resource with its own time."""
     page = _page(_meta(access_expires_at=EXCHANGE_FIRST,
                        access_expiries={OUTLOOK: EXCHANGE_FIRST, GRAPH: GRAPH_LATER}))
     assert f"{NAMES[OUTLOOK]}</code>: until {local_time(EXCHANGE_FIRST)}" in page

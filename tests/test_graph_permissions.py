@@ -90,6 +90,8 @@ def test_account_check_fails_only_a_delegated_token_without_mail_send(
 ])
 def test_app_only_is_read_from_idtyp_else_from_scp(claims: dict[str, object],
                                                    app_only: bool) -> None:
+    """`idtyp` says whose token it is; without it, only a user's token has `scp` (an app with no
+    application permission has no `roles` either)."""
     grant = read_grant(mint_hs256(b"k", {"aud": "https://graph.microsoft.com", **claims}))
     assert grant is not None and grant.app_only is app_only
 

@@ -1,4 +1,5 @@
-"""The shape of the proxy package: no import cycle anywhere, no module over 400 lines."""
+"""The shape of the proxy package: no import cycle anywhere, no module over 400 lines; and of
+the tests: each says in a docstring the behaviour it pins down."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import graphlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
+TESTS = Path(__file__).resolve().parent
 MAX_LINES = 400
 
 
@@ -98,3 +100,26 @@ def test_every_module_is_small() -> None:
     """Every module of proxy/ stays under the size that keeps it to one job."""
     sizes = {name: len(path.read_text().splitlines()) for name, path in module_files(PACKAGE).items()}
     assert {name: lines for name, lines in sizes.items() if lines > MAX_LINES} == {}
+
+
+def undocumented_tests(root: Path) -> list[str]:
+    """"file:line name" of every test function under `root` without a docstring."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and node.name.startswith("test_") and not ast.get_docstring(node)):
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_every_test_says_what_it_pins_down() -> None:
+    """Each test has a docstring naming the behaviour it checks (DESIGN.md, Tests)."""
+    assert undocumented_tests(TESTS) == []
+
+
+def test_an_undocumented_test_is_found(tmp_path: Path) -> None:
+    """The check sees a test without a docstring, and only that one."""
+    (tmp_path / "test_x.py").write_text(
+        'def test_a() -> None:\n    """Says."""\n\n\ndef test_b() -> None:\n    pass\n')
+    assert undocumented_tests(tmp_path) == ["test_x.py:5 test_b"]

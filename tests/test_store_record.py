@@ -147,6 +147,7 @@ def test_a_record_from_before_per_resource_expiries_reads_with_none() -> None:
 
 @pytest.mark.parametrize("expiries", [[1.0], {"graph": "soon"}, {"graph": True}, {"graph": None}])
 def test_a_broken_access_expiries_is_a_broken_record(expiries: object) -> None:
+    """Per-resource expiries that are not a map of names to numbers make the record invalid."""
     data = json.loads(FORMAT_1)
     data["meta"]["access_expiries"] = expiries
     with pytest.raises(StoreFileInvalid, match="invalid field .*access_expiries"):
