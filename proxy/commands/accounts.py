@@ -13,10 +13,11 @@ from ..account_state import local_time
 from ..config import AccountConfig, Config
 from ..entra.answers import TokenSet
 from ..entra.client import EntraClient
-from ..errors import ConsentMissing, WrongPassword
+from ..entra.prompts import needs_own_consent
+from ..errors import WrongPassword
 from ..resources import NAMES, OUTLOOK, resources_in
 from ..store import AccountMeta, Secrets, Store
-from ..tokens.authorisation import store_authorisation, tokens_without_sign_in, with_tokens
+from ..tokens.authorisation import store_authorisation, tokens_while_consented, with_tokens
 from . import EXIT_FAILED, EXIT_OK
 from .passwords import PasswordSource
 
@@ -29,10 +30,19 @@ def account_add(
     password = ask(f"New local password for {account.username}: ", True)
     client = EntraClient(account, requests.Session())
     resources = resources_in(account.scopes) or (OUTLOOK,)
-    secrets = Secrets()
-    for resource in resources:
-        tokens = _authorise(client, account, no_browser, resource, secrets)
-        secrets = with_tokens(secrets, resource, tokens)
+    secrets, pending = Secrets(), resources
+    if account.flow != "client_credentials":
+        secrets = with_tokens(secrets, resources[0],
+                              _sign_in(client, account, no_browser, resources[0]))
+        pending = resources[1:]
+    # One sign-in consents to everything with auth_code (the authorisation request names every
+    # scope); without admin consent a device code sign-in is needed per resource.
+    secrets, pending = tokens_while_consented(client, account, pending, secrets)
+    while pending:
+        print(f"{needs_own_consent(pending[0])}; one more sign-in asks for it.", flush=True)
+        secrets = with_tokens(secrets, pending[0],
+                              _sign_in(client, account, no_browser, pending[0]))
+        secrets, pending = tokens_while_consented(client, account, pending[1:], secrets)
     store_authorisation(store, account, store.new_key(password), secrets)
     print(f"{account.username}: authorised ({account.flow}) for "
           f"{' and '.join(NAMES[r] for r in resources)}; credentials stored encrypted in "
@@ -41,20 +51,10 @@ def account_add(
     return EXIT_OK
 
 
-def _authorise(client: EntraClient, account: AccountConfig, no_browser: bool, resource: str,
-               secrets: Secrets) -> TokenSet:
-    """Tokens for one resource. After the first, a delegated account redeems the refresh token
-    of its sign-in: one sign-in consents to everything with auth_code (the authorisation
-    request names every scope); Entra ID cannot redeem a device code for two resources, so
-    without admin consent a device code sign-in is needed per resource."""
-    if account.flow == "client_credentials" or secrets.refresh_token is not None:
-        try:
-            return tokens_without_sign_in(client, account, resource, secrets)
-        except ConsentMissing:
-            if account.flow != "device_code":
-                raise
-            print(f"{NAMES[resource]} needs its own consent (an administrator can grant it for "
-                  "everyone under API permissions); one more sign-in asks for it.", flush=True)
+def _sign_in(client: EntraClient, account: AccountConfig, no_browser: bool,
+             resource: str) -> TokenSet:
+    """A person's sign-in; a device code is for `resource` alone, an authorisation request
+    names every scope of the account."""
     if account.flow == "device_code":
         from ..entra.device_code import device_code_flow
 

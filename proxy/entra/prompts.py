@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from ..config import AccountConfig
+from ..resources import NAMES
 
 
 def say(out: TextIO, text: str = "", end: str = "\n") -> None:
@@ -28,3 +29,10 @@ def who_signs_in(account: AccountConfig) -> str:
         return f"Sign in to Microsoft as {account.mailbox}"
     return (f"Sign in to Microsoft as a user with access to the shared mailbox "
             f"{account.mailbox}")
+
+
+def needs_own_consent(resource: str) -> str:
+    """Why a device code account signs in once more: Entra ID refused to redeem its refresh
+    token for `resource` (ConsentMissing)."""
+    return (f"{NAMES[resource]} needs its own consent (an administrator can grant it for "
+            "everyone under API permissions)")

@@ -4,7 +4,10 @@ off the reactor thread, one at a time per account.
 The local password is turned into the store's key as soon as it arrives (scrypt, in the thread
 pool) and then dropped; a flow keeps only the key until its tokens are stored with it. A device
 code sign-in is polled in the background (the page follows it); an authorisation code sign-in
-waits for the browser's redirect, or for the final address pasted into the page.
+waits for the browser's redirect, or for the final address pasted into the page. A device code
+is redeemed for one resource only: when the refresh token of the first sign-in is refused for a
+further resource for want of consent, the flow goes on with a device code for that resource, and
+the record is stored once every resource has its token.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from ..entra.client import EntraClient
 from ..entra.polling import DevicePolling
 from ..errors import ProxyError
 from ..glue.runtime import Runtime
-from ..resources import OUTLOOK, resources_in
-from ..store import Secrets, Store, UnlockKey
-from ..tokens.authorisation import store_authorisation, tokens_without_sign_in, with_tokens
+from ..resources import NAMES, OUTLOOK, resources_in
+from ..store import Secrets, UnlockKey
+from ..tokens.authorisation import store_authorisation, tokens_while_consented, with_tokens
 
 log = Logger(namespace="xoauth2-proxy")
 
@@ -43,7 +46,10 @@ class Flow:
     client: EntraClient
     key: UnlockKey = field(repr=False)
     started_at: float
+    pending: tuple[str, ...]  # the resources without a token yet; the next sign-in is for [0]
+    secrets: Secrets = field(default_factory=Secrets, repr=False)
     device: DeviceCode | None = None
+    consent_for: str | None = None  # the resource a further device code asks consent for
     request: AuthRequest | None = field(default=None, repr=False)
     outcome: Outcome | None = None
     polling: defer.Deferred[None] | None = None
@@ -75,14 +81,14 @@ class Authorisations:
         run = self.runtime.run_blocking
         key = await run(lambda: self.runtime.store.new_key(password))
         client = self._entra_for(account)
-        flow = Flow(account, client, key, time.time())
+        flow = Flow(account, client, key, time.time(), resources_in(account.scopes) or (OUTLOOK,))
         self.flows[name] = flow
         log.info("{user}: authorisation started from the admin page ({flow})",
                  user=account.username, flow=account.flow, account=account.username,
                  event="authorisation_started")
         try:
             if account.flow == "client_credentials":
-                await self._store(flow, await run(client.client_credentials))
+                await self._signed_in(flow, await run(client.client_credentials))
             elif account.flow == "device_code":
                 flow.device = await run(client.start_device_code)
                 flow.polling = defer.Deferred.fromCoroutine(self._poll(flow))
@@ -110,7 +116,9 @@ class Authorisations:
                 lambda: flow.client.redeem_code(request, redirect_url))
         except ProxyError as e:
             return self._failed(flow, e.message)
-        return await self._store(flow, tokens)
+        await self._signed_in(flow, tokens)
+        assert flow.outcome is not None, "only a device code sign-in asks for another"
+        return flow.outcome
 
     def stop(self) -> None:
         for flow in self.flows.values():
@@ -126,18 +134,42 @@ class Authorisations:
                 tokens = await self.runtime.run_blocking(polling.poll)
                 if tokens is not None:
                     break
+            await self._signed_in(flow, tokens)
+        except ProxyError as e:
+            self._failed(flow, e.message)
+        except defer.CancelledError:  # started again, or the proxy is stopping
+            pass
+
+    async def _signed_in(self, flow: Flow, tokens: TokenSet) -> None:
+        """`tokens` are for the flow's next resource; the others come from the refresh token
+        (or the app's credentials) as far as consent reaches, then from one more device code
+        sign-in each. The record is written once, with every resource's token."""
+        run = self.runtime.run_blocking
+        account, client, rest = flow.account, flow.client, flow.pending[1:]
+        secrets = with_tokens(flow.secrets, flow.pending[0], tokens)
+        try:
+            secrets, pending = await run(
+                lambda: tokens_while_consented(client, account, rest, secrets))
+            device = await run(lambda: client.start_device_code(pending[0])) if pending else None
         except ProxyError as e:
             self._failed(flow, e.message)
             return
-        except defer.CancelledError:  # started again, or the proxy is stopping
+        # The newest refresh token (of the latest sign-in) is in `secrets`: kept from here on.
+        flow.secrets, flow.pending = secrets, pending
+        if device is None:
+            await self._store(flow)
             return
-        await self._store(flow, tokens)
+        flow.device, flow.consent_for = device, pending[0]
+        log.info("{user}: {resource} needs its own consent; a device code sign-in for it "
+                 "follows", user=account.username, resource=NAMES[pending[0]],
+                 account=account.username, event="authorisation_consent")
+        flow.polling = defer.Deferred.fromCoroutine(self._poll(flow))
 
-    async def _store(self, flow: Flow, tokens: TokenSet) -> Outcome:
+    async def _store(self, flow: Flow) -> Outcome:
         account = flow.account
         try:
-            await self.runtime.run_blocking(
-                lambda: _store(self.runtime.store, flow.client, account, flow.key, tokens))
+            await self.runtime.run_blocking(lambda: store_authorisation(
+                self.runtime.store, account, flow.key, flow.secrets))
         except (OSError, ProxyError) as e:
             reason = e.message if isinstance(e, ProxyError) else (e.strerror or str(e))
             return self._failed(flow, f"the credentials could not be stored: {reason}")
@@ -155,15 +187,3 @@ class Authorisations:
                  event="authorisation_failed")
         return flow.outcome
 
-
-def _store(store: Store, client: EntraClient, account: AccountConfig, key: UnlockKey,
-           first: TokenSet) -> None:
-    """Blocking: the tokens of the sign-in are for the account's first resource; the others
-    (Exchange Online and Microsoft Graph) come from its refresh token, or from the app's
-    credentials. Then the record is replaced at once."""
-    resources = resources_in(account.scopes) or (OUTLOOK,)
-    secrets = with_tokens(Secrets(), resources[0], first)
-    for resource in resources[1:]:
-        secrets = with_tokens(secrets, resource,
-                              tokens_without_sign_in(client, account, resource, secrets))
-    store_authorisation(store, account, key, secrets)

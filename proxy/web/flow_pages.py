@@ -9,7 +9,7 @@ from twisted.web.template import tags
 
 from ..config import AccountConfig
 from ..config.first_run import DEFAULT_PORTS
-from ..entra.prompts import who_signs_in
+from ..entra.prompts import needs_own_consent, who_signs_in
 from .auth import AdminSession
 from .authorise import Flow, Outcome
 from .layout import Child, button, choice, field, post_form, render_page
@@ -53,6 +53,8 @@ async def device_code_page(flow: Flow, session: AdminSession | None) -> bytes:
     body: list[Child] = [
         tags.h1(f"Authorise {flow.account.username}"),
         tags.section(
+            tags.p(f"{needs_own_consent(flow.consent_for)}; sign in once more.",
+                   class_="notice", id="consent") if flow.consent_for else "",
             tags.p(f"{who_signs_in(flow.account)}: open ",
                    tags.a(device.verification_uri, href=device.verification_uri,
                           target="_blank", rel="noopener noreferrer"),

@@ -1,11 +1,13 @@
 """The admin page in a real headless Chromium, against proxy subprocesses, the real Dovecot and
 the fake Entra ID: first-run setup from an empty folder to an IMAP login, logging in with the
-token, authorising device code and authorisation code accounts, lifting a lockout, reloading."""
+token, authorising device code and authorisation code accounts (a device code account also
+sending through Graph signs in twice without admin consent), lifting a lockout, reloading."""
 
 from __future__ import annotations
 
 import imaplib
 import signal
+import smtplib
 import stat
 import subprocess
 import sys
@@ -16,12 +18,15 @@ from pathlib import Path
 import pytest
 
 from proxy.config import load_config
+from proxy.resources import GRAPH, OUTLOOK
+from proxy.store import FileStore
 from tests.integration.conftest import ALICE, PASSWORD, TENANT, World
 from tests.support.admin import admin_toml, printed_url
 from tests.support.browser import Browser
+from tests.support.fake_graph import FakeGraph
 from tests.support.flows import account_block, proxy_env
 from tests.support.ports import free_port, wait_for_port
-from tests.support.proxy_config import limits_toml
+from tests.support.proxy_config import limits_toml, listener_toml
 from tests.support.runtime_proxy import RuntimeProxy
 
 pytestmark = pytest.mark.integration
@@ -29,6 +34,7 @@ pytestmark = pytest.mark.integration
 FIONA = "fiona@contoso.example"  # set up on the first run: client credentials
 DANA = "dana@contoso.example"  # device code
 AUBREY = "aubrey.page@contoso.example"  # authorisation code
+GINA = "gina@contoso.example"  # device code, IMAP and Graph, no admin consent
 NEW_PASSWORD = "page-set local password"
 
 
@@ -173,6 +179,52 @@ def test_token_login_then_a_device_code_account_is_authorised_end_to_end(
     browser.screenshot("device-code-authorised")
     _imap_lists(running.proxy.ports["imap"], DANA, NEW_PASSWORD)
     assert NEW_PASSWORD not in running.proxy.process.log_text()
+
+
+def test_a_device_code_account_signs_in_again_when_graph_needs_its_own_consent(
+        world: World, browser: Browser, tmp_path: Path) -> None:
+    """An account serving IMAP and a Graph SMTP listener, without admin consent for Graph: after
+    the first code the page shows a second one for Graph, saying why; once both sign-ins are
+    done the record holds both tokens, and IMAP (Dovecot) and a Graph send both work."""
+    world.entra.add_user(TENANT, "app-gina", GINA)
+    admin_port, smtp_port = free_port(), free_port()
+    with FakeGraph(world.entra.graph_token_key) as graph:
+        graph.add_mailbox(GINA)
+        own = RuntimeProxy(world, tmp_path)
+        own.write_config({"imap": "imap"}, accounts=(), extra=admin_toml(admin_port) + listener_toml(
+            "smtp", f"tcp:{smtp_port}:interface=127.0.0.1", "graph", None, graph_url=graph.url)
+            + account_block(GINA, "app-gina", "device_code", world.entra.authority))
+        own.start("imap")
+        try:
+            wait_for_port(admin_port)
+            url, token = printed_url(own.process.log_text)
+            assert token is not None
+            Running(own, url, token).open(browser)
+            _authorise_with_password(browser, GINA)
+            browser.wait_for_text("enter this code")
+            first = browser.find("#user-code").text
+            world.entra.approve_device(first, GINA)
+            browser.wait_for_text("Microsoft Graph needs its own consent (an administrator can "
+                                  "grant it for everyone under API permissions); sign in once more.")
+            second = browser.find("#user-code").text
+            assert second != first and second in world.entra.user_codes
+            assert ":" in browser.find("#countdown").text
+            browser.screenshot("device-code-consent")
+            world.entra.approve_device(second, GINA)
+            browser.wait_for_text(f"{GINA} is authorised")
+            assert browser.path == "/"
+            store = FileStore(own.workdir / "store")
+            stored = store.load(GINA, store.derive_key(GINA, NEW_PASSWORD))
+            assert stored.token_for(OUTLOOK) is not None and stored.token_for(GRAPH) is not None
+            _imap_lists(own.ports["imap"], GINA, NEW_PASSWORD)
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
+                client.login(GINA, NEW_PASSWORD)
+                raw = b"From: gina@contoso.example\r\nTo: bob@contoso.example\r\n" \
+                      b"Subject: consent\r\n\r\nSent through Graph.\r\n"
+                client.sendmail(GINA, ["bob@contoso.example"], raw)
+            assert [m.mime for m in graph.sent_items(GINA)] == [raw]
+        finally:
+            own.process.stop()
 
 
 def test_an_authorisation_code_account_comes_back_to_the_page(

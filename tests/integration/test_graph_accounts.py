@@ -16,7 +16,7 @@ import requests
 from proxy.resources import GRAPH, GRAPH_SEND_SCOPES, OUTLOOK
 from proxy.store import FileStore, Secrets
 from tests.support.fake_entra import FakeEntra
-from tests.support.flows import PASSWORD, Command, account_block
+from tests.support.flows import PASSWORD, Command, account_block, imap_and_graph_config
 from tests.support.ports import free_port
 from tests.support.world import TENANT
 
@@ -35,25 +35,8 @@ def entra() -> Iterator[FakeEntra]:
 
 
 def config(tmp_path: Path, entra: FakeEntra, flow: str, **extra: str) -> Path:
-    dead = free_port()
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[store]
-path = "{tmp_path / 'store'}"
-
-[[listener]]
-protocol = "imap"
-listen = "tcp:{free_port()}"
-upstream = "tls:127.0.0.1:{dead}"
-
-[[listener]]
-protocol = "smtp"
-listen = "tcp:{free_port()}"
-upstream = "graph"
-graph_url = "http://127.0.0.1:{dead}"
-
-""" + account_block(USER, "app-dana", flow, entra.authority, **extra))
-    return path
+    return imap_and_graph_config(
+        tmp_path, account_block(USER, "app-dana", flow, entra.authority, **extra))
 
 
 def stored(tmp_path: Path) -> Secrets:

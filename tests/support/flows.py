@@ -2,7 +2,8 @@
 [[account]] blocks), CLI commands as subprocesses read line by line, `account add` through the
 device code flow at the fake Entra ID, and IMAP logins through the proxy.
 
-Used by tests/integration/test_flows.py and test_token_safety.py.
+Used by tests/integration/test_flows.py, test_token_safety.py, test_graph_accounts.py and
+tests/test_web_authorise.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from tests.support.dovecot import Dovecot
 from tests.support.fake_entra import FakeEntra
+from tests.support.ports import free_port
 from tests.support.world import TENANT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,30 @@ upstream_ca = "{dovecot.ca.cert_path}"
 
 """ + "\n".join(accounts)
 
+
+
+def imap_and_graph_config(workdir: Path, account: str) -> Path:
+    """A config file whose `account` block needs tokens for Exchange Online (an IMAP listener)
+    and Microsoft Graph (an SMTP listener sending through Graph); nothing listens upstream."""
+    dead = free_port()
+    path = workdir / "config.toml"
+    path.write_text(f"""
+[store]
+path = "{workdir / 'store'}"
+
+[[listener]]
+protocol = "imap"
+listen = "tcp:{free_port()}"
+upstream = "tls:127.0.0.1:{dead}"
+
+[[listener]]
+protocol = "smtp"
+listen = "tcp:{free_port()}"
+upstream = "graph"
+graph_url = "http://127.0.0.1:{dead}"
+
+""" + account)
+    return path
 
 class Command:
     """A CLI command running as a subprocess, its output read line by line as it comes."""
