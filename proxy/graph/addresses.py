@@ -38,19 +38,6 @@ def first_address(headers: EmailMessage, name: str) -> str | None:
     return found[0][1] if found else None
 
 
-def envelope_only(headers: EmailMessage, recipients: Iterable[str]) -> list[str]:
-    """Envelope recipients that no To, Cc or Bcc field names (compared without case), in
-    envelope order, each once."""
-    named = {address.lower() for field in RECIPIENT_FIELDS
-             for _, address in addresses(headers, field)}
-    missing: list[str] = []
-    for recipient in recipients:
-        if recipient.lower() not in named:
-            named.add(recipient.lower())
-            missing.append(recipient)
-    return missing
-
-
 @dataclass(frozen=True)
 class EnvelopeFit:
     """What to change in the message's recipients so that Graph delivers to the envelope."""
@@ -67,8 +54,15 @@ class EnvelopeFit:
 
 
 def fit_to_envelope(headers: EmailMessage, recipients: Iterable[str]) -> EnvelopeFit:
-    recipients = list(recipients)
-    wanted = {recipient.lower() for recipient in recipients}
+    """Envelope recipients no To, Cc or Bcc field names (in envelope order, each once), and
+    header recipients the envelope does not name; addresses compared without case."""
     named = {address.lower() for field in RECIPIENT_FIELDS
              for _, address in addresses(headers, field)}
-    return EnvelopeFit(tuple(envelope_only(headers, recipients)), frozenset(named - wanted))
+    wanted: set[str] = set()
+    extra: list[str] = []
+    for recipient in recipients:
+        key = recipient.lower()
+        if key not in named and key not in wanted:
+            extra.append(recipient)
+        wanted.add(key)
+    return EnvelopeFit(tuple(extra), frozenset(named - wanted))

@@ -178,7 +178,7 @@ def _send_as_denied(context: Context) -> str:
         return (f"Microsoft 365 does not let {mailbox} send as {sender}: set the device's "
                 f"sender (From) address to {mailbox}, or grant {mailbox} Send As permission on "
                 f"{sender}")
-    identity = sender if context.from_address else mailbox
+    identity = context.from_address or mailbox
     other = ("" if identity.lower() == mailbox.lower()
              else f" (or set the From address to {mailbox})")
     return (f"Microsoft 365 does not let {user} send as {identity}: grant {user} Send As on "
@@ -208,7 +208,9 @@ def _after_the_request(error: requests.RequestException) -> bool:
     connection that could not be made)."""
     if isinstance(error, requests.ReadTimeout):
         return True
-    if isinstance(error, requests.ConnectTimeout) or not isinstance(error, requests.ConnectionError):
+    if isinstance(error, requests.ConnectTimeout):
+        return False  # nothing went out
+    if not isinstance(error, requests.ConnectionError):
         return False
     # requests wraps urllib3's ProtocolError("Connection aborted.", why); a connection that
     # could not be made comes as a MaxRetryError naming another reason.

@@ -6,8 +6,9 @@ mailbox, the message as a readable, seekable spool and its SMTP envelope, and re
 `Outcome`; it raises nothing for anything Graph or the network does. A message that fits one
 request (MIME_LIMIT) goes as base64 MIME to sendMail, byte for byte; a larger one as a draft,
 its large attachments through upload sessions, then `send`. If Graph refuses the sendMail
-request as too large (413), the message goes the draft way instead. A draft left by a failure is
-deleted. No token, upload URL or message content reaches a log line or an outcome.
+request as too large (413, or its 400 "Maximum request length exceeded."), the message goes the
+draft way instead. A draft left by a failure is deleted. No token, upload URL or message
+content reaches a log line or an outcome.
 """
 
 from __future__ import annotations

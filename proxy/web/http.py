@@ -82,7 +82,6 @@ class CappedRequest(server.Request):
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
-
     def setHeader(self, name: str | bytes, value: str | bytes) -> None:
         # Twisted names itself and its version in a Server header: that tells a scanner which
         # flaws to try and an administrator nothing.
